@@ -1,0 +1,1 @@
+//! Loom models of shmkit; see `tests/`. Build with `RUSTFLAGS="--cfg loom"`.

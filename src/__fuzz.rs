@@ -1,0 +1,61 @@
+//! Fuzz bodies: plain `fn(&[u8])`, run by the cargo-fuzz targets in `fuzz/` (nightly) and by
+//! `tests/fuzz_bodies.rs` on stable. Not part of the API.
+
+use std::io::Write;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::time::Duration;
+
+use crate::shm::header::{Header, HEADER_SIZE, MAGIC};
+use crate::shm::{Kind, Segment, ShmOpenError};
+
+/// Makes fuzz inputs reach the deeper checks: bit 0 of the first byte asks for the right magic,
+/// bit 1 for a correct checksum over the rest.
+fn fix_up(data: &[u8]) -> Vec<u8> {
+    let mut bytes = data.to_vec();
+    let flags = bytes.first().copied().unwrap_or(0);
+    if bytes.len() >= HEADER_SIZE {
+        if flags & 1 != 0 {
+            bytes[..8].copy_from_slice(&MAGIC.to_le_bytes());
+        }
+        if flags & 2 != 0 {
+            let h: Header = bytemuck::pod_read_unaligned(&bytes[..HEADER_SIZE]);
+            bytes[60..64].copy_from_slice(&h.compute_checksum().to_le_bytes());
+        }
+    }
+    bytes
+}
+
+/// Header decoding never panics, and what it accepts re-encodes to the same bytes.
+pub fn header(data: &[u8]) {
+    let bytes = fix_up(data);
+    if let Ok(h) = Header::decode(&bytes) {
+        assert_eq!(h.encode()[..], bytes[..HEADER_SIZE]);
+        assert_eq!(h.magic, MAGIC);
+        let size = h.total_size;
+        assert!(h.check(h.kind(), size).is_ok());
+        assert!(matches!(h.check(h.kind(), size ^ 1), Err(ShmOpenError::SizeMismatch { .. })));
+    }
+}
+
+/// The bytes as a whole segment file, opened through `Segment::open_fd`: an error or a
+/// segment whose every reported size is consistent, never a crash.
+pub fn segment_file(data: &[u8]) {
+    let bytes = fix_up(data);
+    // SAFETY: valid C string; memfd_create returns a new fd or -1.
+    let raw = unsafe { libc::memfd_create(c"shmkit-fuzz".as_ptr(), libc::MFD_CLOEXEC) };
+    assert!(raw >= 0, "memfd_create: {}", std::io::Error::last_os_error());
+    // SAFETY: fresh fd owned by nobody else.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    let mut file = std::fs::File::from(fd);
+    file.write_all(&bytes).expect("write to memfd");
+    let fd = OwnedFd::from(file);
+    let kind = Header::decode(&bytes).map_or(Kind::RAW, |h| h.kind());
+    let raw_fd = fd.as_raw_fd();
+    if let Ok(seg) = Segment::open_fd_timeout(fd, kind, Duration::ZERO) {
+        assert_eq!(seg.len(), bytes.len());
+        assert!(seg.fd().is_some_and(|f| f.as_raw_fd() == raw_fd));
+        let h = seg.header().expect("header validated on open");
+        assert_eq!(h.total_size as usize, seg.len());
+        assert_eq!(seg.payload_len() as u64, h.payload_len());
+    }
+}

@@ -1,0 +1,61 @@
+//! Benchmark workloads and the peers shmkit is measured against, shared by the criterion
+//! benches (`benches/`) and `shmkit demo`/`shmkit bench`. Not part of the stable API.
+//!
+//! Every function forks one child, runs `iters` operations after a warm-up round that
+//! absorbs the fork, and returns the parent's elapsed time for those `iters`. Parent and
+//! child are pinned to different cores when there are two or more.
+
+mod peers;
+
+pub use peers::{rtt, rtt_shm, tput, RttPeer, TputPeer};
+
+use std::io;
+
+/// Pins the calling thread to `cpu`; returns the previous mask for [`restore_affinity`].
+pub(crate) fn pin_to(cpu: usize) -> Option<libc::cpu_set_t> {
+    // SAFETY: cpu_set_t is plain data; the calls only read/write the sets we pass.
+    unsafe {
+        let mut old: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut old) != 0 {
+            return None;
+        }
+        if !libc::CPU_ISSET(cpu, &old) {
+            return None;
+        }
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+        Some(old)
+    }
+}
+
+/// Restores a mask saved by [`pin_to`].
+pub(crate) fn restore_affinity(old: Option<libc::cpu_set_t>) {
+    if let Some(old) = old {
+        // SAFETY: `old` is a mask sched_getaffinity filled in.
+        unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &old) };
+    }
+}
+
+/// Number of CPUs this process may run on.
+pub fn available_cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// A pipe pair: (read end, write end), both close-on-exec.
+pub(crate) fn pipe() -> io::Result<(std::os::fd::OwnedFd, std::os::fd::OwnedFd)> {
+    use std::os::fd::FromRawFd;
+    let mut fds = [0; 2];
+    // SAFETY: `fds` has room for the two descriptors pipe2 writes.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: both fds are fresh and owned by nobody else.
+    Ok(unsafe { (std::os::fd::OwnedFd::from_raw_fd(fds[0]), std::os::fd::OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// A connected `AF_UNIX` `SOCK_STREAM` pair, close-on-exec.
+pub(crate) fn socketpair() -> io::Result<(std::os::fd::OwnedFd, std::os::fd::OwnedFd)> {
+    let (a, b) = std::os::unix::net::UnixStream::pair()?;
+    Ok((a.into(), b.into()))
+}

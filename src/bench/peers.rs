@@ -1,0 +1,428 @@
+//! Round-trip and throughput workloads, one per implementation.
+
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+use crossbeam_utils::CachePadded;
+
+use super::{pin_to, pipe, restore_affinity, socketpair};
+use crate::futex::{WaitCell, WaitStrategy};
+use crate::primitive::atomic::{AtomicU64, Ordering};
+use crate::primitive::hint;
+use crate::shm::{Kind, Layout, Offset, Segment, Shareable};
+use crate::util::child::{fork, ForkedChild};
+
+/// How long either side waits for the other before giving up (a dead peer, not a slow one).
+const PEER_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// An implementation of the 8-byte round trip.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RttPeer {
+    /// shmkit: a counter per direction and a `WaitCell` with [`WaitStrategy::ADAPTIVE`].
+    ShmkitAdaptive,
+    /// The same with [`WaitStrategy::SLEEP`]: every wait parks on the futex.
+    FutexAlwaysSleep,
+    /// A hand-written pure spin on the counters (no yield, no futex).
+    Spin,
+    /// Two pipes, 8-byte `write`/`read`.
+    Pipe,
+    /// One Unix stream socketpair, 8-byte `write`/`read`.
+    Socketpair,
+}
+
+impl RttPeer {
+    /// Every implementation, shmkit first.
+    pub const ALL: [RttPeer; 5] = [
+        RttPeer::ShmkitAdaptive,
+        RttPeer::FutexAlwaysSleep,
+        RttPeer::Spin,
+        RttPeer::Pipe,
+        RttPeer::Socketpair,
+    ];
+
+    /// The benchmark id (`rtt_8B/<name>`).
+    pub fn name(self) -> &'static str {
+        match self {
+            RttPeer::ShmkitAdaptive => "shmkit_futex_adaptive",
+            RttPeer::FutexAlwaysSleep => "futex_always_sleep",
+            RttPeer::Spin => "spin",
+            RttPeer::Pipe => "pipe",
+            RttPeer::Socketpair => "socketpair",
+        }
+    }
+}
+
+/// An implementation of one-way 8-byte message throughput.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TputPeer {
+    /// A hand-written SPSC ring of u64 in shared memory, spinning when full/empty.
+    HandSpinRing,
+    /// A pipe, one 8-byte `write` per message.
+    Pipe,
+    /// A Unix stream socketpair, one 8-byte `write` per message.
+    Socketpair,
+}
+
+impl TputPeer {
+    /// Every implementation.
+    pub const ALL: [TputPeer; 3] = [TputPeer::HandSpinRing, TputPeer::Pipe, TputPeer::Socketpair];
+
+    /// The benchmark id (`tput_8B/<name>`).
+    pub fn name(self) -> &'static str {
+        match self {
+            TputPeer::HandSpinRing => "hand_spin_ring",
+            TputPeer::Pipe => "pipe",
+            TputPeer::Socketpair => "socketpair",
+        }
+    }
+}
+
+/// The ping-pong state: one counter and one wait cell per direction, each on its own line.
+#[repr(C)]
+#[derive(Debug)]
+pub struct PingPong {
+    ping: CachePadded<AtomicU64>,
+    pong: CachePadded<AtomicU64>,
+    ping_cell: CachePadded<WaitCell>,
+    pong_cell: CachePadded<WaitCell>,
+}
+
+// SAFETY: atomics and WaitCells only, `#[repr(C)]`; zero is the initial state.
+unsafe impl Shareable for PingPong {}
+
+fn timeout_err(what: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::TimedOut, format!("peer did not answer: {what}"))
+}
+
+/// Forks the child side, pinned to CPU 1 when it exists; the parent is pinned to CPU 0 until
+/// `finish` restores it.
+fn spawn_pinned(child: impl FnOnce() -> i32) -> io::Result<(ForkedChild, Option<libc::cpu_set_t>)> {
+    let two = super::available_cpus() >= 2;
+    // SAFETY: the child only touches atomics, futexes and raw fds, then `_exit`s; it sets
+    // PDEATHSIG so it never outlives the parent.
+    let child = unsafe {
+        fork(move || {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            if two {
+                pin_to(1);
+            }
+            child()
+        })
+    }?;
+    let old = if two { pin_to(0) } else { None };
+    Ok((child, old))
+}
+
+fn finish(
+    mut child: ForkedChild,
+    old: Option<libc::cpu_set_t>,
+    result: io::Result<Duration>,
+) -> io::Result<Duration> {
+    restore_affinity(old);
+    let status = child.wait_timeout(PEER_TIMEOUT)?;
+    match (result, status) {
+        (Err(e), _) => Err(e),
+        (Ok(d), Some(st)) if st.success() => Ok(d),
+        (Ok(_), st) => Err(io::Error::other(format!("benchmark child failed: {st:?}"))),
+    }
+}
+
+/// Times `iters` 8-byte round trips (after one warm-up round) with `peer`.
+///
+/// # Errors
+/// An OS error, or `TimedOut` if the child stops answering.
+pub fn rtt(peer: RttPeer, iters: u64) -> io::Result<Duration> {
+    match peer {
+        RttPeer::ShmkitAdaptive => rtt_shm(iters, Some(WaitStrategy::ADAPTIVE)),
+        RttPeer::FutexAlwaysSleep => rtt_shm(iters, Some(WaitStrategy::SLEEP)),
+        RttPeer::Spin => rtt_shm(iters, None),
+        RttPeer::Pipe => {
+            let (a_r, a_w) = pipe()?;
+            let (b_r, b_w) = pipe()?;
+            rtt_fd(iters, (b_r, a_w), (a_r, b_w))
+        }
+        RttPeer::Socketpair => {
+            let (a, b) = socketpair()?;
+            let (a2, b2) = (a.try_clone()?, b.try_clone()?);
+            rtt_fd(iters, (a, a2), (b, b2))
+        }
+    }
+}
+
+/// Waits until `counter >= target`: with a `WaitCell` strategy, or by pure spinning.
+fn await_count(
+    counter: &AtomicU64,
+    cell: &WaitCell,
+    strategy: Option<WaitStrategy>,
+    target: u64,
+    deadline: Instant,
+) -> bool {
+    // Acquire: pairs with the peer's Release store of the counter.
+    let poll = || (counter.load(Ordering::Acquire) >= target).then_some(());
+    match strategy {
+        Some(s) => cell.wait_with(s, poll, Some(deadline)).is_ok(),
+        None => {
+            let mut n = 0u32;
+            while poll().is_none() {
+                hint::spin_loop();
+                n = n.wrapping_add(1);
+                if n % 4096 == 0 && Instant::now() >= deadline {
+                    return false;
+                }
+            }
+            true
+        }
+    }
+}
+
+/// Times `iters` shared-memory round trips waiting with `strategy` (`None`: pure spinning).
+///
+/// # Errors
+/// An OS error, or `TimedOut` if the child stops answering.
+pub fn rtt_shm(iters: u64, strategy: Option<WaitStrategy>) -> io::Result<Duration> {
+    let mut layout = Layout::new();
+    let at: Offset<PingPong> = layout.push();
+    let seg = Segment::anonymous(Kind::PING_PONG, layout.size()).map_err(io::Error::other)?;
+    let pp = seg.get(at).map_err(io::Error::other)?;
+    let rounds = iters + 1;
+    let (child, old) = spawn_pinned(|| {
+        let deadline = Instant::now() + PEER_TIMEOUT;
+        for i in 1..=rounds {
+            if !await_count(&pp.ping, &pp.ping_cell, strategy, i, deadline) {
+                return 2;
+            }
+            pp.pong.store(i, Ordering::Release);
+            if strategy.is_some() {
+                pp.pong_cell.notify_one();
+            }
+        }
+        0
+    })?;
+    let deadline = Instant::now() + PEER_TIMEOUT;
+    let mut start = Instant::now();
+    let mut result = Ok(());
+    for i in 1..=rounds {
+        if i == 2 {
+            start = Instant::now();
+        }
+        // SYNC(ping): Release publishes the round; pairs with the child's Acquire poll.
+        pp.ping.store(i, Ordering::Release);
+        if strategy.is_some() {
+            pp.ping_cell.notify_one();
+        }
+        if !await_count(&pp.pong, &pp.pong_cell, strategy, i, deadline) {
+            result = Err(timeout_err("shm pong"));
+            break;
+        }
+    }
+    let elapsed = start.elapsed();
+    finish(child, old, result.map(|()| elapsed))
+}
+
+fn write_u64(fd: &OwnedFd, v: u64) -> io::Result<()> {
+    let buf = v.to_ne_bytes();
+    let mut done = 0;
+    while done < buf.len() {
+        // SAFETY: writing from a live buffer of the given length.
+        let n = unsafe { libc::write(fd.as_raw_fd(), buf[done..].as_ptr().cast(), buf.len() - done) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        done += n as usize;
+    }
+    Ok(())
+}
+
+fn read_u64(fd: &OwnedFd) -> io::Result<u64> {
+    let mut buf = [0u8; 8];
+    let mut done = 0;
+    while done < buf.len() {
+        // SAFETY: reading into a live buffer of the given length.
+        let n = unsafe { libc::read(fd.as_raw_fd(), buf[done..].as_mut_ptr().cast(), buf.len() - done) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        if n == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        done += n as usize;
+    }
+    Ok(u64::from_ne_bytes(buf))
+}
+
+/// Round trips over fds: the parent writes on `parent.1` and reads `parent.0`; the child
+/// echoes from `child.0` to `child.1`.
+fn rtt_fd(iters: u64, parent: (OwnedFd, OwnedFd), child_fds: (OwnedFd, OwnedFd)) -> io::Result<Duration> {
+    let rounds = iters + 1;
+    let (child, old) = spawn_pinned(|| {
+        for _ in 0..rounds {
+            let Ok(v) = read_u64(&child_fds.0) else { return 2 };
+            if write_u64(&child_fds.1, v).is_err() {
+                return 3;
+            }
+        }
+        0
+    })?;
+    drop(child_fds);
+    let mut start = Instant::now();
+    let mut result = Ok(());
+    for i in 1..=rounds {
+        if i == 2 {
+            start = Instant::now();
+        }
+        let r = write_u64(&parent.1, i).and_then(|()| read_u64(&parent.0));
+        match r {
+            Ok(v) if v == i => {}
+            Ok(v) => {
+                result = Err(io::Error::other(format!("echo mismatch: sent {i}, got {v}")));
+                break;
+            }
+            Err(e) => {
+                result = Err(e);
+                break;
+            }
+        }
+    }
+    let elapsed = start.elapsed();
+    drop(parent);
+    finish(child, old, result.map(|()| elapsed))
+}
+
+/// Capacity of the hand spin ring, in messages.
+const RING_CAP: usize = 4096;
+
+/// Times `msgs` 8-byte messages from a child to the parent with `peer`, after a warm-up
+/// message. The parent checks every value.
+///
+/// # Errors
+/// An OS error, `TimedOut` if the child stops sending, or a corrupted sequence.
+pub fn tput(peer: TputPeer, msgs: u64) -> io::Result<Duration> {
+    match peer {
+        TputPeer::HandSpinRing => tput_ring(msgs),
+        TputPeer::Pipe => {
+            let (r, w) = pipe()?;
+            tput_fd(msgs, r, w)
+        }
+        TputPeer::Socketpair => {
+            let (a, b) = socketpair()?;
+            tput_fd(msgs, a, b)
+        }
+    }
+}
+
+fn tput_fd(msgs: u64, rx: OwnedFd, tx: OwnedFd) -> io::Result<Duration> {
+    let total = msgs + 1;
+    let (child, old) = spawn_pinned(|| {
+        for i in 1..=total {
+            if write_u64(&tx, i).is_err() {
+                return 2;
+            }
+        }
+        0
+    })?;
+    drop(tx);
+    let mut start = Instant::now();
+    let mut result = Ok(());
+    for i in 1..=total {
+        match read_u64(&rx) {
+            Ok(v) if v == i => {}
+            Ok(v) => {
+                result = Err(io::Error::other(format!("expected {i}, got {v}")));
+                break;
+            }
+            Err(e) => {
+                result = Err(e);
+                break;
+            }
+        }
+        if i == 1 {
+            start = Instant::now();
+        }
+    }
+    let elapsed = start.elapsed();
+    drop(rx);
+    finish(child, old, result.map(|()| elapsed))
+}
+
+/// The hand-written ring: head and tail on their own cache lines, each side caching the
+/// other's index, pure spinning. The baseline a shared-memory queue is held to.
+#[repr(C)]
+struct SpinRing {
+    head: CachePadded<AtomicU64>,
+    tail: CachePadded<AtomicU64>,
+    slots: [AtomicU64; RING_CAP],
+}
+
+// SAFETY: atomics only, `#[repr(C)]`, zero is empty.
+unsafe impl Shareable for SpinRing {}
+
+fn tput_ring(msgs: u64) -> io::Result<Duration> {
+    let mut layout = Layout::new();
+    let at: Offset<SpinRing> = layout.push();
+    let seg = Segment::anonymous(Kind::RAW, layout.size()).map_err(io::Error::other)?;
+    let ring = seg.get(at).map_err(io::Error::other)?;
+    let total = msgs + 1;
+    let cap = RING_CAP as u64;
+    let (child, old) = spawn_pinned(|| {
+        let deadline = Instant::now() + PEER_TIMEOUT;
+        let mut tail = 0u64;
+        let mut head_cache = 0u64;
+        for i in 1..=total {
+            let mut n = 0u32;
+            while tail - head_cache == cap {
+                // Acquire: the consumer finished reading the slot before moving head.
+                head_cache = ring.head.load(Ordering::Acquire);
+                hint::spin_loop();
+                n = n.wrapping_add(1);
+                if n % 4096 == 0 && Instant::now() >= deadline {
+                    return 2;
+                }
+            }
+            ring.slots[(tail % cap) as usize].store(i, Ordering::Relaxed);
+            tail += 1;
+            // SYNC(tail): publishes the slot; pairs with the consumer's Acquire load.
+            ring.tail.store(tail, Ordering::Release);
+        }
+        0
+    })?;
+    let deadline = Instant::now() + PEER_TIMEOUT;
+    let mut head = 0u64;
+    let mut tail_cache = 0u64;
+    let mut start = Instant::now();
+    let mut result = Ok(());
+    'outer: for i in 1..=total {
+        let mut n = 0u32;
+        while head == tail_cache {
+            // SYNC(tail): pairs with the producer's Release store.
+            tail_cache = ring.tail.load(Ordering::Acquire);
+            hint::spin_loop();
+            n = n.wrapping_add(1);
+            if n % 4096 == 0 && Instant::now() >= deadline {
+                result = Err(timeout_err("spin ring"));
+                break 'outer;
+            }
+        }
+        let v = ring.slots[(head % cap) as usize].load(Ordering::Relaxed);
+        head += 1;
+        // Release: our slot read happens before the producer reuses the slot.
+        ring.head.store(head, Ordering::Release);
+        if v != i {
+            result = Err(io::Error::other(format!("expected {i}, got {v}")));
+            break;
+        }
+        if i == 1 {
+            start = Instant::now();
+        }
+    }
+    let elapsed = start.elapsed();
+    finish(child, old, result.map(|()| elapsed))
+}

@@ -1,0 +1,41 @@
+//! # shmkit
+//!
+//! Python's `multiprocessing`, rebuilt in Rust on shared memory: primitives that work between
+//! forked children and unrelated processes, an order of magnitude faster than pipes and
+//! sockets, and robust to a peer that is killed mid-operation or scribbles on shared memory.
+//!
+//! ## Contents, bottom-up (each layer uses only those above it in this list)
+//!
+//! | layer | items |
+//! |---|---|
+//! | [`shm`] — segments | [`Segment`](shm::Segment) (anonymous, named, memfd), [`SegmentBuilder`](shm::SegmentBuilder), [`Header`](shm::Header), [`Kind`](shm::Kind), [`Layout`](shm::Layout), [`Offset`](shm::Offset), [`Shareable`](shm::Shareable), [`list`](shm::list) |
+//! | [`futex`] — waiting | [`wait`](futex::wait), [`wake`](futex::wake), [`WaitCell`](futex::WaitCell), [`WaitStrategy`](futex::WaitStrategy) |
+//! | [`util`] — helpers | [`ProcessToken`](util::proc::ProcessToken) (pid + start time), [`Liveness`](util::proc::Liveness) |
+//! | `bench` (feature) | peer implementations for the benchmarks: pipe, socketpair, spin ring |
+//!
+//! Everything is Linux-only: futexes, `memfd_create`, `/dev/shm`, `/proc`.
+//!
+//! ## Errors, not panics
+//! Anything a caller or another process can cause — a bad name, a segment of the wrong kind,
+//! version or size, a corrupted header — is a typed error ([`shm::ShmOpenError`], …).
+//! Memory a peer can write is treated as untrusted input.
+
+#![deny(unsafe_op_in_unsafe_fn, missing_docs)]
+#![warn(clippy::undocumented_unsafe_blocks, clippy::missing_safety_doc)]
+
+#[cfg(not(target_os = "linux"))]
+compile_error!("shmkit supports Linux only (futexes, memfd, /dev/shm)");
+
+mod primitive;
+
+pub mod futex;
+#[cfg(not(loom))]
+pub mod shm;
+pub mod util;
+
+#[cfg(all(feature = "bench", not(loom)))]
+pub mod bench;
+
+#[cfg(not(loom))]
+#[doc(hidden)]
+pub mod __fuzz;

@@ -1,0 +1,7 @@
+//! Small helpers shared by the layers: backoff, process identity, forking.
+
+pub(crate) mod backoff;
+#[cfg(not(loom))]
+pub mod child;
+#[cfg(not(loom))]
+pub mod proc;
