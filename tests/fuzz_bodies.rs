@@ -1,78 +1,208 @@
-//! Runs the cargo-fuzz bodies (`shmkit::__fuzz`) on stable: random inputs from proptest plus
-//! hand-made seeds around a valid segment file.
+//! Runs the cargo-fuzz bodies (`shmkit::__fuzz`, see `fuzz/`) on stable: random inputs from
+//! proptest, hand-made seeds around a valid segment file, and `Segment::open_fd` checked
+//! against a model built from `Header::decode` and `Header::check`.
+//!
+//! The bodies "fix up" their input: bit 0 of the first byte asks for the right magic, bit 1 for
+//! a re-sealed checksum. A valid file starts with `b'S'` (0x53), which has both bits set, so a
+//! flipped creator field in a seed is re-sealed by the body and the file opens; a flip of the
+//! first byte changes which fix-ups run.
+
+use std::io::Write;
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::time::Duration;
 
 use proptest::prelude::*;
-use shmkit::shm::header::HEADER_SIZE;
-use shmkit::shm::{Backing, Header, Kind};
+use shmkit::shm::header::{HEADER_SIZE, PAYLOAD_OFFSET};
+use shmkit::shm::{Backing, Header, Kind, Segment, ShmOpenError};
 
-/// A valid named-segment file with `payload` bytes of zeros after the header region.
-fn valid_file(payload: usize) -> Vec<u8> {
-    let total = 128 + payload;
+/// A user kind with a tag, so a seed that opens must carry both through the body.
+const SEED_KIND: Kind = Kind::user(5, 0x1234_5678_9abc_def0);
+
+/// A valid memfd-segment file: the header, then zeros up to `total_size`.
+fn valid_file(kind: Kind, payload: usize) -> Vec<u8> {
+    let total = PAYLOAD_OFFSET + payload;
     let mut bytes = vec![0u8; total];
-    bytes[..HEADER_SIZE]
-        .copy_from_slice(&Header::new(Kind::RAW, Backing::Memfd, total as u64, false).encode());
+    bytes[..HEADER_SIZE].copy_from_slice(&Header::new(kind, Backing::Memfd, total as u64, false).encode());
     bytes
 }
 
-/// Seeds: the valid file, each header byte flipped, and truncated copies.
+/// A memfd holding exactly `bytes`.
+fn memfd_with(bytes: &[u8]) -> OwnedFd {
+    // SAFETY: valid C string; memfd_create returns a new fd or -1.
+    let raw = unsafe { libc::memfd_create(c"shmkit-test".as_ptr(), libc::MFD_CLOEXEC) };
+    assert!(raw >= 0, "memfd_create: {}", std::io::Error::last_os_error());
+    // SAFETY: a fresh fd that nothing else owns.
+    let mut file = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(raw) });
+    file.write_all(bytes).unwrap();
+    file.into()
+}
+
+/// What `Segment::open_fd` must answer for a file holding `bytes`, from the header checks
+/// alone (`Err` as its `Debug` text, since `ShmOpenError` is not `PartialEq`).
+fn model(bytes: &[u8], kind: Kind) -> Result<(), String> {
+    let answer = if bytes.len() < PAYLOAD_OFFSET {
+        Err(ShmOpenError::TooSmall { size: bytes.len() as u64 })
+    } else {
+        Header::decode(bytes).and_then(|h| h.check(kind, bytes.len() as u64))
+    };
+    answer.map_err(|e| format!("{e:?}"))
+}
+
+/// Opens `bytes` as a segment file (without waiting for publication) and compares the
+/// outcome with [`model`].
+fn open_matches_model(bytes: &[u8], kind: Kind) -> Result<(), TestCaseError> {
+    let got = Segment::open_fd_timeout(memfd_with(bytes), kind, Duration::ZERO);
+    let want = model(bytes, kind);
+    match (&got, &want) {
+        (Ok(seg), Ok(())) => {
+            prop_assert_eq!(seg.len(), bytes.len());
+            prop_assert_eq!(seg.payload_len(), bytes.len() - PAYLOAD_OFFSET);
+            let h = seg.header().unwrap();
+            prop_assert_eq!(&h.encode()[..], &bytes[..HEADER_SIZE]);
+            prop_assert_eq!(seg.backing(), h.backing());
+        }
+        (Err(e), Err(w)) => prop_assert_eq!(&format!("{e:?}"), w),
+        _ => prop_assert!(false, "open_fd gave {:?}, model says {:?}", got.as_ref().map(|_| ()), want),
+    }
+    Ok(())
+}
+
+/// Seeds: the valid file, each header byte flipped three ways, truncated copies and one
+/// byte too long.
 fn seeds() -> Vec<Vec<u8>> {
-    let good = valid_file(72);
+    let good = valid_file(SEED_KIND, 72);
     let mut out = vec![good.clone()];
     for at in 0..HEADER_SIZE {
-        let mut b = good.clone();
-        b[at] ^= 0xa5;
-        out.push(b);
+        for mask in [0x01, 0x80, 0xff] {
+            let mut b = good.clone();
+            b[at] ^= mask;
+            out.push(b);
+        }
     }
-    for len in [0, 1, 8, 63, 64, 65, 127, 128, 129, good.len() - 1] {
-        out.push(good[..len].to_vec());
-    }
+    out.extend(truncations(&good));
+    let mut longer = good.clone();
+    longer.push(0);
+    out.push(longer);
     out
 }
 
+/// Every prefix up to one byte past the header, then every 8th length short of the whole.
+fn truncations(good: &[u8]) -> Vec<Vec<u8>> {
+    (0..=HEADER_SIZE + 1)
+        .chain((HEADER_SIZE + 8..good.len()).step_by(8))
+        .map(|len| good[..len].to_vec())
+        .collect()
+}
+
 #[test]
-fn header_body_on_seeds() {
+fn smoke() {
+    for kind in [Kind::RAW, SEED_KIND] {
+        let good = valid_file(kind, 72);
+        let seg = Segment::open_fd(memfd_with(&good), kind).expect("the valid file opens");
+        assert_eq!(seg.len(), good.len());
+        assert_eq!(seg.payload_len(), 72);
+        assert_eq!(seg.backing(), Backing::Memfd);
+        assert_eq!(seg.header().unwrap().kind(), kind);
+        // The body must reach its success path on this file: it fixes up nothing (the first
+        // byte's fix-up bits only re-apply what is there) and expects the header's kind.
+        assert_eq!(good[0] & 0b11, 0b11);
+        shmkit::__fuzz::header(&good);
+        shmkit::__fuzz::segment_file(&good);
+    }
+}
+
+#[test]
+fn header_seeds() {
     for s in seeds() {
         shmkit::__fuzz::header(&s);
     }
 }
 
 #[test]
-fn segment_file_body_on_seeds() {
+fn segment_file_seeds() {
     for s in seeds() {
         shmkit::__fuzz::segment_file(&s);
     }
 }
 
 #[test]
-fn valid_file_opens_through_the_segment_file_body() {
-    // The body asserts size consistency only when the open succeeds; make sure it does for
-    // the control input, so the body is not vacuous.
-    use std::io::Write;
-    use std::os::fd::{FromRawFd, OwnedFd};
-    let good = valid_file(72);
-    // SAFETY: valid C string; returns a new fd or -1.
-    let raw = unsafe { libc::memfd_create(c"seed".as_ptr(), libc::MFD_CLOEXEC) };
-    assert!(raw >= 0);
-    // SAFETY: fresh fd.
-    let mut f = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(raw) });
-    f.write_all(&good).unwrap();
-    let seg = shmkit::shm::Segment::open_fd(f.into(), Kind::RAW).expect("control file opens");
-    assert_eq!(seg.payload_len(), 72);
-    shmkit::__fuzz::segment_file(&good);
+fn flipped_bytes() {
+    // Unlike the bodies, no fix-up: every single-byte flip of the header must be refused, for
+    // the reason the model gives.
+    let good = valid_file(SEED_KIND, 72);
+    for at in 0..HEADER_SIZE {
+        for mask in [0x01, 0x80, 0xff] {
+            let mut b = good.clone();
+            b[at] ^= mask;
+            assert!(model(&b, SEED_KIND).is_err(), "flip {mask:#04x} at byte {at} accepted by the model");
+            open_matches_model(&b, SEED_KIND).unwrap_or_else(|e| panic!("flip {mask:#04x} at {at}: {e}"));
+        }
+    }
+}
+
+#[test]
+fn truncated() {
+    let good = valid_file(SEED_KIND, 72);
+    for short in truncations(&good) {
+        let len = short.len();
+        let got = Segment::open_fd_timeout(memfd_with(&short), SEED_KIND, Duration::ZERO);
+        if len < PAYLOAD_OFFSET {
+            assert!(matches!(got, Err(ShmOpenError::TooSmall { size }) if size == len as u64), "{len} bytes");
+        } else {
+            assert!(
+                matches!(got, Err(ShmOpenError::SizeMismatch { header, actual })
+                    if header == good.len() as u64 && actual == len as u64),
+                "{len} bytes"
+            );
+        }
+        open_matches_model(&short, SEED_KIND).unwrap_or_else(|e| panic!("{len} bytes: {e}"));
+    }
+}
+
+/// A valid file, then up to three byte flips (mostly in the header) and maybe a new length.
+fn mutated_file() -> impl Strategy<Value = Vec<u8>> {
+    let flips =
+        proptest::collection::vec((prop_oneof![3 => 0usize..HEADER_SIZE, 1 => any::<usize>()], 1u8..), 0..4);
+    let resize = proptest::option::weighted(0.2, 0usize..400);
+    (0usize..200, flips, resize).prop_map(|(payload, flips, resize)| {
+        let mut b = valid_file(SEED_KIND, payload);
+        for (at, mask) in flips {
+            let at = at % b.len();
+            b[at] ^= mask;
+        }
+        if let Some(len) = resize {
+            b.resize(len, 0);
+        }
+        b
+    })
 }
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: 5000, ..ProptestConfig::default() })]
+
     #[test]
-    fn header_body_on_random_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+    fn header_random(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+        shmkit::__fuzz::header(&bytes);
+    }
+
+    #[test]
+    fn header_mutated(bytes in mutated_file()) {
         shmkit::__fuzz::header(&bytes);
     }
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 400, ..ProptestConfig::default() })]
+    // Each case makes a memfd and maps it.
+    #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
     #[test]
-    fn segment_file_body_on_random_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
+    fn segment_file_random(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
         shmkit::__fuzz::segment_file(&bytes);
+    }
+
+    #[test]
+    fn segment_file_mutated(bytes in mutated_file()) {
+        shmkit::__fuzz::segment_file(&bytes);
+        open_matches_model(&bytes, SEED_KIND)?;
     }
 }

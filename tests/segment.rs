@@ -465,3 +465,12 @@ fn clean_keeps_segments_of_live_creators() {
     let me = listed.iter().find(|s| s.name == name).expect("listed");
     assert_eq!(me.creator, shmkit::util::proc::Liveness::Alive);
 }
+
+#[test]
+fn open_with_an_endless_wait_does_not_overflow() {
+    let name = unique_name("maxwait");
+    let _seg = Segment::create(&name, Kind::RAW, 8).unwrap();
+    assert!(Segment::open_timeout(&name, Kind::RAW, Duration::MAX).is_ok());
+    let fd = _seg.fd().unwrap().try_clone_to_owned().unwrap();
+    assert!(Segment::open_fd_timeout(fd, Kind::RAW, Duration::MAX).is_ok());
+}

@@ -68,7 +68,8 @@ pub enum ShmOpenError {
     /// The name is not a valid segment name.
     #[error("invalid segment name: {0}")]
     InvalidName(#[from] NameError),
-    /// The file is smaller than a segment header: not a segment, or truncated.
+    /// The file is smaller than a segment's header region (128 bytes): not a segment, or
+    /// truncated.
     #[error("file of {size} bytes is too small to hold a segment header")]
     TooSmall {
         /// The file's size.

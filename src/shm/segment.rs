@@ -416,6 +416,10 @@ impl Segment {
     /// Opens a segment from a file descriptor: a memfd inherited by or passed to this
     /// process, or any fd of a segment file.
     ///
+    /// The size is checked against the header, but an fd that is not sealed (shmkit's memfds
+    /// are) can still be shrunk later by a peer that holds it, after which touching the lost
+    /// pages raises SIGBUS: only open fds from peers you trust with the segment.
+    ///
     /// # Errors
     /// Any header error, as for [`Segment::open`].
     ///
@@ -441,11 +445,13 @@ impl Segment {
     }
 
     fn from_fd(fd: OwnedFd, kind: Kind, init_wait: Duration) -> Result<Segment, ShmOpenError> {
-        let deadline = Instant::now() + init_wait;
+        // An overflowing wait (Duration::MAX) means "wait as long as it takes".
+        let deadline = Instant::now().checked_add(init_wait);
+        let waiting = || deadline.is_none_or(|d| Instant::now() < d);
         let nap = Duration::from_millis(1);
         // A creator may sit between shm_open and ftruncate: wait a bounded time for the size.
         let mut size = file_size(fd.as_fd())?;
-        while size < PAYLOAD_OFFSET as u64 && Instant::now() < deadline {
+        while size < PAYLOAD_OFFSET as u64 && waiting() {
             std::thread::sleep(nap);
             size = file_size(fd.as_fd())?;
         }
@@ -456,7 +462,7 @@ impl Segment {
         let map = Mapping::new(len, Some(fd.as_fd()))?;
         let mut seg = Segment { map, backing: Backing::Anonymous, fd: Some(fd), name: None, unlink_by: None };
         // SYNC(version): pairs with the Release store in `NewSegment::publish`.
-        while seg.version_word().load(Ordering::Acquire) == 0 && Instant::now() < deadline {
+        while seg.version_word().load(Ordering::Acquire) == 0 && waiting() {
             std::thread::sleep(nap);
         }
         let header = Header::decode(&seg.header_bytes())?;

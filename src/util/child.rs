@@ -64,17 +64,17 @@ impl ForkedChild {
 
     /// Waits up to `timeout` for the child to end; `Ok(None)` if it still runs.
     pub fn wait_timeout(&mut self, timeout: Duration) -> io::Result<Option<ExitStatus>> {
-        let deadline = Instant::now() + timeout;
+        let deadline = Instant::now().checked_add(timeout);
         let mut nap = Duration::from_micros(100);
         loop {
             if let Some(st) = self.try_wait()? {
                 return Ok(Some(st));
             }
             let now = Instant::now();
-            if now >= deadline {
+            if deadline.is_some_and(|d| now >= d) {
                 return Ok(None);
             }
-            std::thread::sleep(nap.min(deadline - now));
+            std::thread::sleep(deadline.map_or(nap, |d| nap.min(d - now)));
             nap = (nap * 2).min(Duration::from_millis(10));
         }
     }
