@@ -10,6 +10,7 @@
 //! |---|---|
 //! | [`shm`] — segments | [`Segment`](shm::Segment) (anonymous, named, memfd), [`SegmentBuilder`](shm::SegmentBuilder), [`Header`](shm::Header), [`Kind`](shm::Kind), [`Layout`](shm::Layout), [`Offset`](shm::Offset), [`Shareable`](shm::Shareable), [`list`](shm::list) |
 //! | [`futex`] — waiting | [`wait`](futex::wait), [`wake`](futex::wake), [`WaitCell`](futex::WaitCell), [`WaitStrategy`](futex::WaitStrategy) |
+//! | [`sync`] — synchronization | [`Lock`](sync::Lock), [`RLock`](sync::RLock), [`Semaphore`](sync::Semaphore), [`BoundedSemaphore`](sync::BoundedSemaphore), [`Event`](sync::Event), [`Condition`](sync::Condition), [`Barrier`](sync::Barrier) — robust to a dead holder |
 //! | [`util`] — helpers | [`ProcessToken`](util::proc::ProcessToken) (pid + start time), [`Liveness`](util::proc::Liveness) |
 //! | `bench` (feature) | peer implementations for the benchmarks: pipe, socketpair, spin ring |
 //!
@@ -31,6 +32,8 @@ mod primitive;
 pub mod futex;
 #[cfg(not(loom))]
 pub mod shm;
+#[cfg(not(loom))]
+pub mod sync;
 pub mod util;
 
 #[cfg(all(feature = "bench", not(loom)))]

@@ -274,12 +274,35 @@ impl WaitCell {
         self.notify(1);
     }
 
+    /// Announces a waiter that will park on [`WaitCell::seq_word`] with the returned value;
+    /// the caller must call [`WaitCell::unregister`] afterwards. For waits whose condition is
+    /// checked under a lock (a condition variable); others use [`WaitCell::wait_for`].
+    pub(crate) fn register(&self) -> u32 {
+        // Relaxed: a stale `seq` only makes the futex wait return at once.
+        let seq = self.seq.load(Ordering::Relaxed);
+        self.sleepers.fetch_add(1, Ordering::Relaxed);
+        // SYNC(sleepers): as in `wait_with`.
+        fence(Ordering::SeqCst);
+        seq
+    }
+
+    /// Ends a wait announced by [`WaitCell::register`].
+    pub(crate) fn unregister(&self) {
+        self.sleepers.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// The futex word that notifications bump.
+    pub(crate) fn seq_word(&self) -> &AtomicU32 {
+        &self.seq
+    }
+
     /// Wakes every parked waiter. Call after making the condition true.
     pub fn notify_all(&self) {
         self.notify(u32::MAX);
     }
 
-    fn notify(&self, n: u32) {
+    /// Wakes up to `n` parked waiters. Call after making the condition true.
+    pub fn notify(&self, n: u32) {
         // SYNC(sleepers): orders the caller's condition store before the `sleepers` load;
         // pairs with the waiter's fence.
         fence(Ordering::SeqCst);

@@ -14,6 +14,7 @@ mod error;
 pub mod header;
 mod offset;
 mod segment;
+mod shared;
 
 use std::io::Read;
 use std::os::unix::fs::FileTypeExt;
@@ -22,6 +23,7 @@ pub use error::{NameError, OffsetError, ShmCreateError, ShmOpenError};
 pub use header::{Backing, Header, Kind};
 pub use offset::{Layout, Offset, Shareable, SliceOffset};
 pub use segment::{shm_name, NewSegment, Segment, SegmentBuilder, DEFAULT_INIT_WAIT, NAME_MAX};
+pub use shared::Shared;
 
 use crate::util::proc::Liveness;
 

@@ -1,6 +1,50 @@
 //! Process identity that survives pid reuse: a pid plus its start time.
 
-use std::sync::OnceLock;
+use std::cell::Cell;
+use std::sync::Once;
+
+use crate::primitive::atomic::{AtomicU32, AtomicU64, Ordering};
+
+/// This process's pid, 0 until computed and again in a freshly forked child.
+static PID: AtomicU32 = AtomicU32::new(0);
+static START: AtomicU64 = AtomicU64::new(0);
+/// Bumped in every forked child, so per-thread caches know to refresh.
+static FORKS: AtomicU32 = AtomicU32::new(0);
+static ATFORK: Once = Once::new();
+
+extern "C" fn after_fork_in_child() {
+    // Only atomic stores: async-signal-safe, as a fork handler must be.
+    PID.store(0, Ordering::Relaxed);
+    FORKS.fetch_add(1, Ordering::Relaxed);
+}
+
+fn register_atfork() {
+    ATFORK.call_once(|| {
+        // SAFETY: registers a plain extern "C" handler that only touches atomics.
+        unsafe { libc::pthread_atfork(None, None, Some(after_fork_in_child)) };
+    });
+}
+
+thread_local! {
+    /// (fork generation, tid) of this thread.
+    static TID: Cell<(u32, u32)> = const { Cell::new((u32::MAX, 0)) };
+}
+
+/// The calling thread's kernel thread id, cached per thread and refreshed after `fork`.
+pub fn current_tid() -> u32 {
+    register_atfork();
+    let gen = FORKS.load(Ordering::Relaxed);
+    TID.with(|c| {
+        let (g, t) = c.get();
+        if g == gen {
+            return t;
+        }
+        // SAFETY: gettid has no preconditions.
+        let t = unsafe { libc::gettid() } as u32;
+        c.set((gen, t));
+        t
+    })
+}
 
 /// A process, identified by pid and start time (clock ticks after boot, field 22 of
 /// `/proc/PID/stat`), so that a recycled pid is not mistaken for the original process.
@@ -37,17 +81,27 @@ fn stat(pid: u32) -> Option<(u8, u64)> {
 }
 
 impl ProcessToken {
-    /// The calling process (cached per process: a forked child computes its own).
+    /// The calling process. Cached, so it costs two loads on lock fast paths; a
+    /// `pthread_atfork` handler clears the cache in a forked child, which then computes its own.
+    #[inline]
     pub fn current() -> ProcessToken {
-        static CACHE: OnceLock<ProcessToken> = OnceLock::new();
+        // Acquire: pairs with the Release below, so START belongs to this PID.
+        let pid = PID.load(Ordering::Acquire);
+        if pid != 0 {
+            return ProcessToken { pid, start: START.load(Ordering::Relaxed) };
+        }
+        Self::current_slow()
+    }
+
+    #[cold]
+    fn current_slow() -> ProcessToken {
+        register_atfork();
         // SAFETY: getpid has no preconditions.
         let pid = unsafe { libc::getpid() } as u32;
-        let cached = CACHE.get_or_init(|| ProcessToken { pid, start: stat(pid).map_or(0, |s| s.1) });
-        if cached.pid == pid {
-            *cached
-        } else {
-            ProcessToken { pid, start: stat(pid).map_or(0, |s| s.1) }
-        }
+        let start = stat(pid).map_or(0, |s| s.1);
+        START.store(start, Ordering::Relaxed);
+        PID.store(pid, Ordering::Release);
+        ProcessToken { pid, start }
     }
 
     /// Checks whether this process still runs.

@@ -1,0 +1,132 @@
+//! `Event`: a flag processes can wait for.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::futex::WaitCell;
+use crate::primitive::atomic::{AtomicU32, Ordering};
+use crate::shm::{Kind, Offset, OffsetError, Segment, Shareable, Shared, ShmCreateError, ShmOpenError};
+
+/// An event's shared state: a flag and the cell its waiters park on. `#[repr(C)]`, 12 bytes.
+#[repr(C)]
+#[derive(Debug, Default)]
+pub struct RawEvent {
+    flag: AtomicU32,
+    cell: WaitCell,
+}
+
+// SAFETY: u32 atomics, `#[repr(C)]`; any non-zero flag means "set".
+unsafe impl Shareable for RawEvent {}
+
+pub(crate) const EVENT_KIND: Kind = Kind::new(6, std::mem::size_of::<RawEvent>() as u64);
+
+impl RawEvent {
+    /// Sets the flag and wakes every waiter.
+    pub fn set(&self) {
+        // SYNC(flag): Release publishes what the setter did before; pairs with `is_set`.
+        self.flag.store(1, Ordering::Release);
+        self.cell.notify_all();
+    }
+
+    /// Clears the flag.
+    pub fn clear(&self) {
+        self.flag.store(0, Ordering::Relaxed);
+    }
+
+    /// Whether the flag is set.
+    pub fn is_set(&self) -> bool {
+        // SYNC(flag): pairs with the Release in `set`.
+        self.flag.load(Ordering::Acquire) != 0
+    }
+
+    /// Waits until set or until `deadline`; returns whether it is set.
+    pub fn wait_until(&self, deadline: Option<Instant>) -> bool {
+        self.is_set() || self.cell.wait_for(|| self.is_set().then_some(()), deadline).is_ok()
+    }
+}
+
+/// A flag shared between processes (`multiprocessing.Event`): `set` wakes every process
+/// waiting in [`Event::wait`].
+///
+/// # Examples
+/// ```
+/// use std::time::Duration;
+/// use shmkit::sync::Event;
+///
+/// let ev = Event::new()?;
+/// assert!(!ev.wait_timeout(Duration::from_millis(1)));
+/// ev.set();
+/// assert!(ev.is_set());
+/// ev.wait();
+/// # Ok::<(), shmkit::shm::ShmCreateError>(())
+/// ```
+#[derive(Clone)]
+pub struct Event {
+    raw: Shared<RawEvent>,
+}
+
+impl fmt::Debug for Event {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Event").field("set", &self.is_set()).finish()
+    }
+}
+
+impl Event {
+    /// A cleared event in a new anonymous segment (shared with children forked afterwards).
+    ///
+    /// # Errors
+    /// As [`Segment::anonymous`].
+    pub fn new() -> Result<Event, ShmCreateError> {
+        Ok(Event { raw: Shared::anonymous(EVENT_KIND, |_| {})? })
+    }
+
+    /// A cleared event in a new named segment (mode 0600).
+    ///
+    /// # Errors
+    /// As [`Segment::create`].
+    pub fn create(name: &str) -> Result<Event, ShmCreateError> {
+        Ok(Event { raw: Shared::create(name, EVENT_KIND, |_| {})? })
+    }
+
+    /// Opens an event made by [`Event::create`].
+    ///
+    /// # Errors
+    /// As [`Segment::open`].
+    pub fn open(name: &str) -> Result<Event, ShmOpenError> {
+        Ok(Event { raw: Shared::open(name, EVENT_KIND)? })
+    }
+
+    /// The event at `at` inside a caller's segment (zeroed memory is a cleared event).
+    ///
+    /// # Errors
+    /// [`OffsetError`] if it does not fit.
+    pub fn at(seg: Arc<Segment>, at: Offset<RawEvent>) -> Result<Event, OffsetError> {
+        Ok(Event { raw: Shared::at(seg, at)? })
+    }
+
+    /// Sets the flag and wakes every waiter in every process.
+    pub fn set(&self) {
+        self.raw.set()
+    }
+
+    /// Clears the flag.
+    pub fn clear(&self) {
+        self.raw.clear()
+    }
+
+    /// Whether the flag is set.
+    pub fn is_set(&self) -> bool {
+        self.raw.is_set()
+    }
+
+    /// Blocks until the flag is set.
+    pub fn wait(&self) {
+        self.raw.wait_until(None);
+    }
+
+    /// Blocks until the flag is set or `timeout` passes; returns whether it is set.
+    pub fn wait_timeout(&self, timeout: Duration) -> bool {
+        self.raw.wait_until(crate::futex::deadline_after(timeout))
+    }
+}
