@@ -32,7 +32,6 @@ mod primitive;
 pub mod futex;
 #[cfg(not(loom))]
 pub mod shm;
-#[cfg(not(loom))]
 pub mod sync;
 pub mod util;
 

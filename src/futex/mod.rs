@@ -141,8 +141,9 @@ pub struct WaitStrategy {
 /// peer's reply (81 ns round trip vs 79 ns for a pure spin); more spinning gained nothing.
 /// With a CPU hog sharing a core, each extra `sched_yield` hands the hog a time slice: 3 to 10
 /// yields cost 5–150 µs per round trip where 0–1 cost 45–85 ns, so the yield phase is short.
-const SPINS: u32 = 200;
-const YIELDS: u32 = 2;
+/// Under loom each pause is a scheduling point, so the budgets shrink to keep models small.
+const SPINS: u32 = if cfg!(loom) { 1 } else { 200 };
+const YIELDS: u32 = if cfg!(loom) { 1 } else { 2 };
 
 impl WaitStrategy {
     /// Poll 200 times between pauses (a few µs), yield twice, then park: near-spin latency
@@ -277,6 +278,7 @@ impl WaitCell {
     /// Announces a waiter that will park on [`WaitCell::seq_word`] with the returned value;
     /// the caller must call [`WaitCell::unregister`] afterwards. For waits whose condition is
     /// checked under a lock (a condition variable); others use [`WaitCell::wait_for`].
+    #[cfg_attr(loom, allow(dead_code))]
     pub(crate) fn register(&self) -> u32 {
         // Relaxed: a stale `seq` only makes the futex wait return at once.
         let seq = self.seq.load(Ordering::Relaxed);
@@ -287,11 +289,13 @@ impl WaitCell {
     }
 
     /// Ends a wait announced by [`WaitCell::register`].
+    #[cfg_attr(loom, allow(dead_code))]
     pub(crate) fn unregister(&self) {
         self.sleepers.fetch_sub(1, Ordering::Relaxed);
     }
 
     /// The futex word that notifications bump.
+    #[cfg_attr(loom, allow(dead_code))]
     pub(crate) fn seq_word(&self) -> &AtomicU32 {
         &self.seq
     }

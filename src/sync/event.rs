@@ -2,49 +2,15 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::futex::WaitCell;
-use crate::primitive::atomic::{AtomicU32, Ordering};
+use super::raw::RawEvent;
 use crate::shm::{Kind, Offset, OffsetError, Segment, Shareable, Shared, ShmCreateError, ShmOpenError};
-
-/// An event's shared state: a flag and the cell its waiters park on. `#[repr(C)]`, 12 bytes.
-#[repr(C)]
-#[derive(Debug, Default)]
-pub struct RawEvent {
-    flag: AtomicU32,
-    cell: WaitCell,
-}
 
 // SAFETY: u32 atomics, `#[repr(C)]`; any non-zero flag means "set".
 unsafe impl Shareable for RawEvent {}
 
 pub(crate) const EVENT_KIND: Kind = Kind::new(6, std::mem::size_of::<RawEvent>() as u64);
-
-impl RawEvent {
-    /// Sets the flag and wakes every waiter.
-    pub fn set(&self) {
-        // SYNC(flag): Release publishes what the setter did before; pairs with `is_set`.
-        self.flag.store(1, Ordering::Release);
-        self.cell.notify_all();
-    }
-
-    /// Clears the flag.
-    pub fn clear(&self) {
-        self.flag.store(0, Ordering::Relaxed);
-    }
-
-    /// Whether the flag is set.
-    pub fn is_set(&self) -> bool {
-        // SYNC(flag): pairs with the Release in `set`.
-        self.flag.load(Ordering::Acquire) != 0
-    }
-
-    /// Waits until set or until `deadline`; returns whether it is set.
-    pub fn wait_until(&self, deadline: Option<Instant>) -> bool {
-        self.is_set() || self.cell.wait_for(|| self.is_set().then_some(()), deadline).is_ok()
-    }
-}
 
 /// A flag shared between processes (`multiprocessing.Event`): `set` wakes every process
 /// waiting in [`Event::wait`].

@@ -13,20 +13,40 @@
 //! (`create`/`open`, mode 0600, kind and version checked on open), or placed inside a
 //! caller's segment (`at`, from a [`Layout`](crate::shm::Layout) offset of its `Raw*` state).
 
-mod barrier;
-mod condition;
+//!
+//! The `Raw*` types in [`raw`](RawLock) hold the state words and algorithms; they compile
+//! under loom (`loom-tests/tests/sync.rs`), the handle types do not.
+
 mod error;
-mod event;
-mod lock;
 mod raw;
+
+#[cfg(not(loom))]
+mod barrier;
+#[cfg(not(loom))]
+mod condition;
+#[cfg(not(loom))]
+mod event;
+#[cfg(not(loom))]
+mod lock;
+#[cfg(not(loom))]
 mod rlock;
+#[cfg(not(loom))]
 mod semaphore;
 
-pub use barrier::{Barrier, BarrierWaitResult, RawBarrier, MAX_PARTIES};
-pub use condition::{CondLock, Condition};
 pub use error::{BarrierError, LockTimeoutError, NotOwner, OwnerDied, SemaphoreError, TryLockError};
-pub use event::{Event, RawEvent};
+pub use raw::{
+    Acquired, BarrierWaitResult, RawBarrier, RawEvent, RawLock, RawSemaphore, LIVENESS_INTERVAL, MAX_PARTIES,
+};
+
+#[cfg(not(loom))]
+pub use barrier::Barrier;
+#[cfg(not(loom))]
+pub use condition::{CondLock, Condition};
+#[cfg(not(loom))]
+pub use event::Event;
+#[cfg(not(loom))]
 pub use lock::{Lock, LockGuard, LockResult};
-pub use raw::{RawLock, LIVENESS_INTERVAL};
+#[cfg(not(loom))]
 pub use rlock::{RLock, RLockGuard, RawRLock};
-pub use semaphore::{BoundedSemaphore, RawSemaphore, Semaphore};
+#[cfg(not(loom))]
+pub use semaphore::{BoundedSemaphore, Semaphore};

@@ -24,7 +24,8 @@
 
 use std::time::{Duration, Instant};
 
-use crate::futex;
+use super::error::{BarrierError, SemaphoreError};
+use crate::futex::{self, TimedOut, WaitCell};
 use crate::primitive::atomic::{AtomicU32, AtomicU64, Ordering};
 use crate::primitive::hint;
 
@@ -37,9 +38,9 @@ pub const LIVENESS_INTERVAL: Duration = Duration::from_millis(10);
 /// Polls of the state word before parking (a few µs): critical sections are short.
 const SPINS: u32 = if cfg!(loom) { 1 } else { 100 };
 
-/// How an acquisition went.
+/// How an acquisition of a [`RawLock`] went.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Acquired {
+pub enum Acquired {
     /// Taken normally, state consistent.
     Clean,
     /// Taken from a dead owner now, or earlier and never marked consistent.
@@ -59,7 +60,22 @@ pub struct RawLock {
     owner_start: AtomicU64,
 }
 
+// The shared layout (loom's atomics are bigger, so not under loom).
+#[cfg(not(loom))]
 const _: () = assert!(std::mem::size_of::<RawLock>() == 24);
+
+/// Whether the process (pid, start time) is known to be dead; never under loom.
+fn is_dead(pid: u32, start: u64) -> bool {
+    #[cfg(not(loom))]
+    {
+        crate::util::proc::ProcessToken { pid, start }.liveness() == crate::util::proc::Liveness::Dead
+    }
+    #[cfg(loom)]
+    {
+        let _ = (pid, start);
+        false
+    }
+}
 
 /// This process's pid as stored in the state word (a constant stand-in under loom).
 fn me() -> (u32, u64) {
@@ -101,8 +117,9 @@ impl RawLock {
         }
     }
 
-    /// Takes the lock if it is free (or held by a dead process that this call recovers).
-    pub(crate) fn try_lock(&self) -> Option<Acquired> {
+    /// Takes the lock if it is free (or held by a dead process that this call recovers, at
+    /// the cost of a read of `/proc`).
+    pub fn try_lock(&self) -> Option<Acquired> {
         let (pid, start) = me();
         // SYNC(state): Acquire pairs with the Release swap in `unlock`.
         match self.state.compare_exchange(0, pid, Ordering::Acquire, Ordering::Relaxed) {
@@ -122,7 +139,10 @@ impl RawLock {
     }
 
     /// Takes the lock, waiting until `deadline` (`None`: forever).
-    pub(crate) fn lock_until(&self, deadline: Option<Instant>) -> Result<Acquired, futex::TimedOut> {
+    ///
+    /// # Errors
+    /// [`TimedOut`] once the deadline passes (never with `None`).
+    pub fn lock_until(&self, deadline: Option<Instant>) -> Result<Acquired, TimedOut> {
         let (pid, start) = me();
         // SYNC(state): Acquire pairs with the Release swap in `unlock`.
         if self.state.compare_exchange(0, pid, Ordering::Acquire, Ordering::Relaxed).is_ok() {
@@ -132,12 +152,7 @@ impl RawLock {
     }
 
     #[cold]
-    fn lock_contended(
-        &self,
-        pid: u32,
-        start: u64,
-        deadline: Option<Instant>,
-    ) -> Result<Acquired, futex::TimedOut> {
+    fn lock_contended(&self, pid: u32, start: u64, deadline: Option<Instant>) -> Result<Acquired, TimedOut> {
         // Spin with plain loads (easier on the cache line than CAS) while a running owner
         // finishes a short critical section.
         for _ in 0..SPINS {
@@ -182,7 +197,7 @@ impl RawLock {
                 continue;
             }
             if deadline.is_some_and(|d| Instant::now() >= d) {
-                return Err(futex::TimedOut);
+                return Err(TimedOut);
             }
             let park_until = match (deadline, next_check) {
                 (Some(d), Some(c)) => Some(d.min(c)),
@@ -196,7 +211,7 @@ impl RawLock {
     ///
     /// # Safety
     /// Only while held by this process, by the caller's acquisition.
-    pub(crate) unsafe fn unlock(&self) {
+    pub unsafe fn unlock(&self) {
         // Relaxed: only a hint for liveness checks; the swap below publishes.
         self.owner_pid.store(0, Ordering::Relaxed);
         // SYNC(state): Release publishes the critical section to the next owner.
@@ -208,31 +223,22 @@ impl RawLock {
 
     /// Whether the owner named in `s` is known to be dead.
     fn owner_dead(&self, s: u32) -> bool {
-        #[cfg(loom)]
-        {
-            let _ = s;
-            false
+        let pid = s & PID_MASK;
+        if pid == 0 || pid == me().0 {
+            return false;
         }
-        #[cfg(not(loom))]
-        {
-            let pid = s & PID_MASK;
-            if pid == 0 || pid == me().0 {
-                return false;
-            }
-            // Acquire: pairs with `record_owner`'s Release, so `owner_start` belongs to it.
-            let tagged = self.owner_pid.load(Ordering::Acquire);
-            let start = self.owner_start.load(Ordering::Relaxed);
-            let start =
-                if tagged == pid && self.owner_pid.load(Ordering::Acquire) == pid { start } else { 0 };
-            crate::util::proc::ProcessToken { pid, start }.liveness() == crate::util::proc::Liveness::Dead
-        }
+        // Acquire: pairs with `record_owner`'s Release, so `owner_start` belongs to it.
+        let tagged = self.owner_pid.load(Ordering::Acquire);
+        let start = self.owner_start.load(Ordering::Relaxed);
+        let start = if tagged == pid && self.owner_pid.load(Ordering::Acquire) == pid { start } else { 0 };
+        is_dead(pid, start)
     }
 
     /// Clears the inconsistent mark left by a takeover from a dead owner.
     ///
     /// # Safety
     /// Only while held by this process.
-    pub(crate) unsafe fn mark_consistent(&self) {
+    pub unsafe fn mark_consistent(&self) {
         self.inconsistent.store(0, Ordering::Relaxed);
     }
 
@@ -252,5 +258,316 @@ impl RawLock {
     /// The raw state word (for `shmkit inspect` and tests).
     pub fn state_word(&self) -> u32 {
         self.state.load(Ordering::Relaxed)
+    }
+}
+
+// ---- Semaphore ----
+
+/// A semaphore's shared state. `#[repr(C)]`, 16 bytes.
+///
+/// ```text
+/// count  u32  permits available
+/// bound  u32  0: unbounded; otherwise the most `count` may reach (BoundedSemaphore)
+/// cell   WaitCell (8 bytes): where acquirers park
+/// ```
+#[repr(C)]
+#[derive(Debug, Default)]
+pub struct RawSemaphore {
+    count: AtomicU32,
+    bound: AtomicU32,
+    cell: WaitCell,
+}
+
+#[cfg(not(loom))]
+const _: () = assert!(std::mem::size_of::<RawSemaphore>() == 16);
+
+impl RawSemaphore {
+    /// A semaphore holding `value` permits, bounded at `bound` (0: unbounded).
+    pub fn new(value: u32, bound: u32) -> Self {
+        let s = Self::default();
+        s.init(value, bound);
+        s
+    }
+
+    /// Sets the initial state; call before others can see it.
+    pub fn init(&self, value: u32, bound: u32) {
+        self.count.store(value, Ordering::Relaxed);
+        self.bound.store(bound, Ordering::Relaxed);
+    }
+
+    /// Takes a permit if one is available.
+    pub fn try_acquire(&self) -> bool {
+        // Acquire: pairs with the Release in `release`, so what the releaser did before
+        // giving the permit back is visible to the new holder.
+        self.count.fetch_update(Ordering::Acquire, Ordering::Relaxed, |c| c.checked_sub(1)).is_ok()
+    }
+
+    /// Takes a permit, waiting until `deadline` (`None`: forever).
+    ///
+    /// # Errors
+    /// [`TimedOut`].
+    pub fn acquire_until(&self, deadline: Option<Instant>) -> Result<(), TimedOut> {
+        if self.try_acquire() {
+            return Ok(());
+        }
+        self.cell.wait_for(|| self.try_acquire().then_some(()), deadline)
+    }
+
+    /// Returns `n` permits and wakes as many waiters.
+    ///
+    /// # Errors
+    /// [`SemaphoreError::AboveBound`] or [`SemaphoreError::Overflow`]; the count is unchanged.
+    pub fn release(&self, n: u32) -> Result<(), SemaphoreError> {
+        // Relaxed: the bound is written once before the semaphore is shared.
+        let bound = self.bound.load(Ordering::Relaxed);
+        // SYNC(count): Release publishes the releaser's work to the next acquirer.
+        self.count
+            .fetch_update(Ordering::Release, Ordering::Relaxed, |c| {
+                let next = c.checked_add(n)?;
+                (bound == 0 || next <= bound).then_some(next)
+            })
+            .map_err(|c| {
+                if c.checked_add(n).is_none() {
+                    SemaphoreError::Overflow
+                } else {
+                    SemaphoreError::AboveBound { bound }
+                }
+            })?;
+        match n {
+            0 => {}
+            1 => self.cell.notify_one(),
+            n => self.cell.notify(n),
+        }
+        Ok(())
+    }
+
+    /// Permits available now (a snapshot).
+    pub fn value(&self) -> u32 {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    /// The bound (0: unbounded).
+    pub fn bound(&self) -> u32 {
+        self.bound.load(Ordering::Relaxed)
+    }
+}
+
+// ---- Event ----
+
+/// An event's shared state: a flag and the cell its waiters park on. `#[repr(C)]`, 12 bytes.
+#[repr(C)]
+#[derive(Debug, Default)]
+pub struct RawEvent {
+    flag: AtomicU32,
+    cell: WaitCell,
+}
+
+impl RawEvent {
+    /// Sets the flag and wakes every waiter.
+    pub fn set(&self) {
+        // SYNC(flag): Release publishes what the setter did before; pairs with `is_set`.
+        self.flag.store(1, Ordering::Release);
+        self.cell.notify_all();
+    }
+
+    /// Clears the flag.
+    pub fn clear(&self) {
+        self.flag.store(0, Ordering::Relaxed);
+    }
+
+    /// Whether the flag is set.
+    pub fn is_set(&self) -> bool {
+        // SYNC(flag): pairs with the Release in `set`.
+        self.flag.load(Ordering::Acquire) != 0
+    }
+
+    /// Waits until set or until `deadline`; returns whether it is set.
+    pub fn wait_until(&self, deadline: Option<Instant>) -> bool {
+        self.is_set() || self.cell.wait_for(|| self.is_set().then_some(()), deadline).is_ok()
+    }
+}
+
+// ---- Barrier ----
+
+/// The most parties a barrier may have (4 under loom, to keep models small).
+pub const MAX_PARTIES: u32 = if cfg!(loom) { 4 } else { 64 };
+const BROKEN: u32 = 1 << 31;
+const GEN_MASK: u32 = BROKEN - 1;
+
+#[repr(C)]
+#[derive(Debug, Default)]
+struct Slot {
+    pid: AtomicU32,
+    _pad: AtomicU32,
+    start: AtomicU64,
+}
+
+/// `Barrier`: `n` processes wait until all have arrived (`multiprocessing.Barrier`).
+///
+/// ```text
+/// gen       u32  futex word: bits 0..=30 generation, bit 31 BROKEN
+/// parties   u32  fixed at creation (1..=MAX_PARTIES)
+/// arrived   u32  arrivals in the current generation
+/// slots     [pid u32, start u64] × MAX_PARTIES: who is waiting, for liveness checks
+/// ```
+/// An arrival takes an index with `fetch_add`; the last one resets `arrived` and then moves
+/// `gen` on by one (Release), waking all. Others park on `gen` and pass when it reads
+/// `generation + 1`. `abort` (and a wait that times out, or finds a waiting participant dead)
+/// sets BROKEN; `reset` moves the generation on by two, so waiters of the old generation see
+/// neither `g + 1` nor a clean word and report `Broken`.
+///
+/// A participant that dies *before* arriving cannot be told from a slow one: waiters then
+/// wait until their deadline, as in Python. One that dies while waiting is noticed within
+/// [`LIVENESS_INTERVAL`] and breaks the barrier.
+#[repr(C)]
+#[derive(Debug)]
+pub struct RawBarrier {
+    gen: AtomicU32,
+    parties: AtomicU32,
+    arrived: AtomicU32,
+    _pad: AtomicU32,
+    slots: [Slot; MAX_PARTIES as usize],
+}
+
+/// What a successful [`Barrier::wait`] returns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BarrierWaitResult {
+    /// Arrival order in this generation, `0..parties` (Python's return value).
+    pub index: u32,
+}
+
+impl BarrierWaitResult {
+    /// True for exactly one waiter per generation: the last to arrive.
+    pub fn is_leader(&self) -> bool {
+        self.index == 0
+    }
+}
+
+impl RawBarrier {
+    /// A process-local barrier for `parties` (for tests and models; shared ones live in a
+    /// segment, zeroed, then [`RawBarrier::init`]).
+    pub fn new(parties: u32) -> Self {
+        let b = RawBarrier {
+            gen: AtomicU32::new(0),
+            parties: AtomicU32::new(0),
+            arrived: AtomicU32::new(0),
+            _pad: AtomicU32::new(0),
+            slots: std::array::from_fn(|_| Slot::default()),
+        };
+        b.init(parties);
+        b
+    }
+
+    /// Sets the number of parties; call before sharing. `parties` is clamped to
+    /// `1..=MAX_PARTIES`.
+    pub fn init(&self, parties: u32) {
+        self.parties.store(parties.clamp(1, MAX_PARTIES), Ordering::Relaxed);
+    }
+
+    /// The number of parties (kept in `1..=MAX_PARTIES` whatever a peer wrote).
+    pub fn parties(&self) -> u32 {
+        // A peer may have scribbled on it: keep it in range so slot indices stay in bounds.
+        self.parties.load(Ordering::Relaxed).clamp(1, MAX_PARTIES)
+    }
+
+    fn break_from(&self, g: u32) {
+        // Only the generation we waited in may be broken by us.
+        let _ = self.gen.compare_exchange(g, g | BROKEN, Ordering::AcqRel, Ordering::Relaxed);
+        futex::wake(&self.gen, u32::MAX);
+    }
+
+    /// Breaks the barrier: current and future waiters get `Broken` until [`RawBarrier::reset`].
+    pub fn abort(&self) {
+        self.gen.fetch_or(BROKEN, Ordering::AcqRel);
+        futex::wake(&self.gen, u32::MAX);
+    }
+
+    /// Back to the empty state; waiters of the current generation get `Broken`.
+    pub fn reset(&self) {
+        let g = self.gen.load(Ordering::Relaxed);
+        self.arrived.store(0, Ordering::Relaxed);
+        // Release: the reset count is visible to whoever sees the new generation.
+        self.gen.store((g & GEN_MASK).wrapping_add(2) & GEN_MASK, Ordering::Release);
+        futex::wake(&self.gen, u32::MAX);
+    }
+
+    /// Whether the barrier is broken.
+    pub fn is_broken(&self) -> bool {
+        self.gen.load(Ordering::Relaxed) & BROKEN != 0
+    }
+
+    /// How many have arrived in the current generation (a snapshot).
+    pub fn n_waiting(&self) -> u32 {
+        self.arrived.load(Ordering::Relaxed).min(self.parties())
+    }
+
+    fn someone_waiting_died(&self, upto: u32) -> bool {
+        (0..upto.min(MAX_PARTIES)).any(|i| {
+            let slot = &self.slots[i as usize];
+            let pid = slot.pid.load(Ordering::Acquire);
+            pid != 0 && is_dead(pid, slot.start.load(Ordering::Relaxed))
+        })
+    }
+
+    /// Arrives and waits for the others until `deadline`.
+    ///
+    /// # Errors
+    /// [`BarrierError::Broken`] or [`BarrierError::Timeout`].
+    pub fn wait_until(&self, deadline: Option<Instant>) -> Result<BarrierWaitResult, BarrierError> {
+        // Acquire: pairs with the Release that published this generation.
+        let g = self.gen.load(Ordering::Acquire);
+        if g & BROKEN != 0 {
+            return Err(BarrierError::Broken);
+        }
+        let parties = self.parties();
+        let idx = self.arrived.fetch_add(1, Ordering::AcqRel);
+        if idx >= parties {
+            // More arrivals than parties in one generation: misuse or corruption.
+            self.break_from(g);
+            return Err(BarrierError::Broken);
+        }
+        let (pid, start) = me();
+        let slot = &self.slots[idx as usize];
+        slot.start.store(start, Ordering::Relaxed);
+        slot.pid.store(pid, Ordering::Release);
+        let index = parties - 1 - idx;
+        if idx + 1 == parties {
+            for s in &self.slots[..parties as usize] {
+                s.pid.store(0, Ordering::Relaxed);
+            }
+            self.arrived.store(0, Ordering::Relaxed);
+            // SYNC(gen): Release publishes the reset; the CAS fails if someone broke the
+            // barrier meanwhile.
+            let next = (g + 1) & GEN_MASK;
+            let r = self.gen.compare_exchange(g, next, Ordering::AcqRel, Ordering::Relaxed);
+            futex::wake(&self.gen, u32::MAX);
+            return r.map(|_| BarrierWaitResult { index }).map_err(|_| BarrierError::Broken);
+        }
+        let passed = (g + 1) & GEN_MASK;
+        loop {
+            let cur = self.gen.load(Ordering::Acquire);
+            if cur == passed {
+                return Ok(BarrierWaitResult { index });
+            }
+            if cur != g {
+                return Err(BarrierError::Broken);
+            }
+            let now = Instant::now();
+            if deadline.is_some_and(|d| now >= d) {
+                self.break_from(g);
+                return Err(BarrierError::Timeout);
+            }
+            if self.someone_waiting_died(parties) {
+                self.break_from(g);
+                return Err(BarrierError::Broken);
+            }
+            // Under loom no peer dies, and an uncapped wait really blocks in the model futex.
+            let check = if cfg!(loom) { None } else { now.checked_add(LIVENESS_INTERVAL) };
+            let until = match (deadline, check) {
+                (Some(d), Some(c)) => Some(d.min(c)),
+                (d, c) => d.or(c),
+            };
+            futex::wait(&self.gen, g, until);
+        }
     }
 }

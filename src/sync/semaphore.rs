@@ -2,105 +2,17 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::error::SemaphoreError;
-use crate::futex::{TimedOut, WaitCell};
-use crate::primitive::atomic::{AtomicU32, Ordering};
+use super::raw::RawSemaphore;
+use crate::futex::TimedOut;
 use crate::shm::{Kind, Offset, OffsetError, Segment, Shareable, Shared, ShmCreateError, ShmOpenError};
-
-/// A semaphore's shared state. `#[repr(C)]`, 16 bytes.
-///
-/// ```text
-/// count  u32  permits available
-/// bound  u32  0: unbounded; otherwise the most `count` may reach (BoundedSemaphore)
-/// cell   WaitCell (8 bytes): where acquirers park
-/// ```
-#[repr(C)]
-#[derive(Debug, Default)]
-pub struct RawSemaphore {
-    count: AtomicU32,
-    bound: AtomicU32,
-    cell: WaitCell,
-}
-
-const _: () = assert!(std::mem::size_of::<RawSemaphore>() == 16);
 
 // SAFETY: u32 atomics and a WaitCell, `#[repr(C)]`; any count/bound is a valid state.
 unsafe impl Shareable for RawSemaphore {}
 
 pub(crate) const SEMAPHORE_KIND: Kind = Kind::new(5, std::mem::size_of::<RawSemaphore>() as u64);
-
-impl RawSemaphore {
-    /// A semaphore holding `value` permits, bounded at `bound` (0: unbounded).
-    pub fn new(value: u32, bound: u32) -> Self {
-        let s = Self::default();
-        s.init(value, bound);
-        s
-    }
-
-    /// Sets the initial state; call before others can see it.
-    pub fn init(&self, value: u32, bound: u32) {
-        self.count.store(value, Ordering::Relaxed);
-        self.bound.store(bound, Ordering::Relaxed);
-    }
-
-    /// Takes a permit if one is available.
-    pub fn try_acquire(&self) -> bool {
-        // Acquire: pairs with the Release in `release`, so what the releaser did before
-        // giving the permit back is visible to the new holder.
-        self.count.fetch_update(Ordering::Acquire, Ordering::Relaxed, |c| c.checked_sub(1)).is_ok()
-    }
-
-    /// Takes a permit, waiting until `deadline` (`None`: forever).
-    ///
-    /// # Errors
-    /// [`TimedOut`].
-    pub fn acquire_until(&self, deadline: Option<Instant>) -> Result<(), TimedOut> {
-        if self.try_acquire() {
-            return Ok(());
-        }
-        self.cell.wait_for(|| self.try_acquire().then_some(()), deadline)
-    }
-
-    /// Returns `n` permits and wakes as many waiters.
-    ///
-    /// # Errors
-    /// [`SemaphoreError::AboveBound`] or [`SemaphoreError::Overflow`]; the count is unchanged.
-    pub fn release(&self, n: u32) -> Result<(), SemaphoreError> {
-        // Relaxed: the bound is written once before the semaphore is shared.
-        let bound = self.bound.load(Ordering::Relaxed);
-        // SYNC(count): Release publishes the releaser's work to the next acquirer.
-        self.count
-            .fetch_update(Ordering::Release, Ordering::Relaxed, |c| {
-                let next = c.checked_add(n)?;
-                (bound == 0 || next <= bound).then_some(next)
-            })
-            .map_err(|c| {
-                if c.checked_add(n).is_none() {
-                    SemaphoreError::Overflow
-                } else {
-                    SemaphoreError::AboveBound { bound }
-                }
-            })?;
-        match n {
-            0 => {}
-            1 => self.cell.notify_one(),
-            n => self.cell.notify(n),
-        }
-        Ok(())
-    }
-
-    /// Permits available now (a snapshot).
-    pub fn value(&self) -> u32 {
-        self.count.load(Ordering::Relaxed)
-    }
-
-    /// The bound (0: unbounded).
-    pub fn bound(&self) -> u32 {
-        self.bound.load(Ordering::Relaxed)
-    }
-}
 
 /// A counting semaphore shared between processes (`multiprocessing.Semaphore`).
 ///
