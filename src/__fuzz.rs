@@ -59,3 +59,55 @@ pub fn segment_file(data: &[u8]) {
         assert_eq!(seg.payload_len() as u64, h.payload_len());
     }
 }
+
+/// Arbitrary bytes as the shared state of a lock, a semaphore, an event and a barrier (as a
+/// hostile peer could leave them): every operation returns an error, a recovered lock or a
+/// result, never a panic or an out-of-bounds access, and a lock that was acquired works.
+pub fn sync_state(data: &[u8]) {
+    use std::sync::Arc;
+
+    use crate::shm::Layout;
+    use crate::sync::{Barrier, Event, Lock, RawBarrier, RawEvent, RawLock, RawSemaphore, Semaphore};
+
+    let mut layout = Layout::new();
+    let lock_at = layout.push::<RawLock>();
+    let sem_at = layout.push::<RawSemaphore>();
+    let ev_at = layout.push::<RawEvent>();
+    let bar_at = layout.push::<RawBarrier>();
+    let seg = Arc::new(Segment::anonymous(Kind::RAW, layout.size()).expect("anonymous segment"));
+    let n = data.len().min(layout.size());
+    // SAFETY: `n` bytes fit the payload; nobody else maps this fresh segment yet.
+    unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), seg.payload_ptr().as_ptr(), n) };
+
+    let lock = Lock::at(seg.clone(), lock_at).expect("fits");
+    let acquired = match lock.lock_timeout(Duration::from_millis(1)) {
+        Ok(g) => Some(g),
+        Err(e) => e.into_inner(),
+    };
+    if let Some(g) = acquired {
+        crate::sync::LockGuard::mark_consistent(&g);
+        drop(g);
+        let again = lock.try_lock();
+        assert!(again.is_ok(), "a lock recovered from hostile bytes must work afterwards");
+    }
+
+    let sem = Semaphore::at(seg.clone(), sem_at).expect("fits");
+    let before = sem.value();
+    if sem.try_acquire() {
+        assert_eq!(sem.value(), before - 1);
+        let _ = sem.release(1);
+    }
+    let _ = sem.release(3);
+    let _ = sem.acquire_timeout(Duration::ZERO);
+
+    let ev = Event::at(seg.clone(), ev_at).expect("fits");
+    let _ = ev.wait_timeout(Duration::ZERO);
+    ev.set();
+    assert!(ev.is_set());
+
+    let bar = Barrier::at(seg, bar_at).expect("fits");
+    assert!((1..=crate::sync::MAX_PARTIES).contains(&bar.parties()));
+    let _ = bar.wait_timeout(Duration::ZERO);
+    bar.reset();
+    assert!(!bar.is_broken());
+}
