@@ -14,8 +14,8 @@
 //! The contended path is std's futex mutex with the pid in place of `1`: a waiter sets WAITERS
 //! and parks; unlock swaps in 0 and wakes one if WAITERS was set; a woken waiter takes the
 //! lock *with* WAITERS, since others may still sleep. Parked waiters wake every
-//! [`LIVENESS_INTERVAL`] (and check once before first parking) to see whether the owner is
-//! dead; if so one of them takes the lock over by CAS and reports `OwnerDied`, and the lock is
+//! [`LIVENESS_INTERVAL`] (and make a cheap `kill(pid, 0)` check before first parking) to see
+//! whether the owner is dead; if so one of them takes the lock over by CAS and reports `OwnerDied`, and the lock is
 //! marked inconsistent until someone calls `mark_consistent` (pthread's `EOWNERDEAD`, but
 //! recoverable).
 //!
@@ -73,6 +73,25 @@ fn is_dead(pid: u32, start: u64) -> bool {
     #[cfg(loom)]
     {
         let _ = (pid, start);
+        false
+    }
+}
+
+/// Whether no process has this pid at all (one `kill(pid, 0)`; a zombie still counts as
+/// present, which the full check in [`is_dead`] catches).
+fn pid_gone(pid: u32) -> bool {
+    #[cfg(not(loom))]
+    {
+        if pid == 0 || pid > i32::MAX as u32 {
+            return false;
+        }
+        // SAFETY: signal 0 only checks existence and permission.
+        let r = unsafe { libc::kill(pid as i32, 0) };
+        r == -1 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
+    }
+    #[cfg(loom)]
+    {
+        let _ = pid;
         false
     }
 }
@@ -178,8 +197,14 @@ impl RawLock {
                 }
                 continue;
             }
-            if !cfg!(loom) && next_check.is_none_or(|t| Instant::now() >= t) {
-                if self.owner_dead(s) {
+            // Liveness: on first contention only the cheap `kill(pid, 0)` (no such process);
+            // the full check (start time, zombie state from /proc, ~10 µs) every
+            // LIVENESS_INTERVAL after that, so a busy lock does not pay for /proc reads.
+            let first = next_check.is_none();
+            let due = next_check.is_some_and(|t| Instant::now() >= t);
+            if !cfg!(loom) && (first || due) {
+                let dead = if first { pid_gone(s & PID_MASK) } else { self.owner_dead(s) };
+                if dead {
                     if self
                         .state
                         .compare_exchange(s, pid | WAITERS, Ordering::Acquire, Ordering::Relaxed)
