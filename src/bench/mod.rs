@@ -6,8 +6,13 @@
 //! child are pinned to different cores when there are two or more.
 
 mod peers;
+mod sync_peers;
 
 pub use peers::{rtt, rtt_shm, tput, RttPeer, TputPeer};
+pub use sync_peers::{
+    event_wake_rtt, lock_contended_2proc, lock_uncontended, owner_died_recovery, EventPeer, FutexMutex,
+    FutexMutexGuard, LockPeer, OwnerDiedPeer, PthreadMutex, PthreadMutexGuard,
+};
 
 use std::io;
 
@@ -58,4 +63,48 @@ pub(crate) fn pipe() -> io::Result<(std::os::fd::OwnedFd, std::os::fd::OwnedFd)>
 pub(crate) fn socketpair() -> io::Result<(std::os::fd::OwnedFd, std::os::fd::OwnedFd)> {
     let (a, b) = std::os::unix::net::UnixStream::pair()?;
     Ok((a.into(), b.into()))
+}
+
+/// How long either side waits for the other before giving up (a dead peer, not a slow one).
+pub(crate) const PEER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+pub(crate) fn timeout_err(what: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::TimedOut, format!("peer did not answer: {what}"))
+}
+
+/// Forks the child side of a two-process workload, pinned to CPU 1 when it exists and with
+/// PDEATHSIG set; the parent is pinned to CPU 0 until [`finish`] restores its mask.
+pub(crate) fn spawn_pinned(
+    child: impl FnOnce() -> i32,
+) -> io::Result<(crate::util::child::ForkedChild, Option<libc::cpu_set_t>)> {
+    let two = available_cpus() >= 2;
+    // SAFETY: benchmark children only touch atomics, futexes, pthread mutexes in shared
+    // memory and plain syscalls, then `_exit`; they set PDEATHSIG so they never outlive the
+    // parent. The workloads fork from single-threaded bench processes.
+    let child = unsafe {
+        crate::util::child::fork(move || {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            if two {
+                pin_to(1);
+            }
+            child()
+        })
+    }?;
+    let old = if two { pin_to(0) } else { None };
+    Ok((child, old))
+}
+
+/// Restores the parent's mask, reaps the child and merges its exit status into `result`.
+pub(crate) fn finish(
+    mut child: crate::util::child::ForkedChild,
+    old: Option<libc::cpu_set_t>,
+    result: io::Result<std::time::Duration>,
+) -> io::Result<std::time::Duration> {
+    restore_affinity(old);
+    let status = child.wait_timeout(PEER_TIMEOUT)?;
+    match (result, status) {
+        (Err(e), _) => Err(e),
+        (Ok(d), Some(st)) if st.success() => Ok(d),
+        (Ok(_), st) => Err(io::Error::other(format!("benchmark child failed: {st:?}"))),
+    }
 }

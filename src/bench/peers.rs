@@ -6,15 +6,11 @@ use std::time::{Duration, Instant};
 
 use crossbeam_utils::CachePadded;
 
-use super::{pin_to, pipe, restore_affinity, socketpair};
+use super::{finish, pipe, socketpair, spawn_pinned, timeout_err, PEER_TIMEOUT};
 use crate::futex::{WaitCell, WaitStrategy};
 use crate::primitive::atomic::{AtomicU64, Ordering};
 use crate::primitive::hint;
 use crate::shm::{Kind, Layout, Offset, Segment, Shareable};
-use crate::util::child::{fork, ForkedChild};
-
-/// How long either side waits for the other before giving up (a dead peer, not a slow one).
-const PEER_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// An implementation of the 8-byte round trip.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -90,43 +86,6 @@ pub struct PingPong {
 
 // SAFETY: atomics and WaitCells only, `#[repr(C)]`; zero is the initial state.
 unsafe impl Shareable for PingPong {}
-
-fn timeout_err(what: &str) -> io::Error {
-    io::Error::new(io::ErrorKind::TimedOut, format!("peer did not answer: {what}"))
-}
-
-/// Forks the child side, pinned to CPU 1 when it exists; the parent is pinned to CPU 0 until
-/// `finish` restores it.
-fn spawn_pinned(child: impl FnOnce() -> i32) -> io::Result<(ForkedChild, Option<libc::cpu_set_t>)> {
-    let two = super::available_cpus() >= 2;
-    // SAFETY: the child only touches atomics, futexes and raw fds, then `_exit`s; it sets
-    // PDEATHSIG so it never outlives the parent.
-    let child = unsafe {
-        fork(move || {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-            if two {
-                pin_to(1);
-            }
-            child()
-        })
-    }?;
-    let old = if two { pin_to(0) } else { None };
-    Ok((child, old))
-}
-
-fn finish(
-    mut child: ForkedChild,
-    old: Option<libc::cpu_set_t>,
-    result: io::Result<Duration>,
-) -> io::Result<Duration> {
-    restore_affinity(old);
-    let status = child.wait_timeout(PEER_TIMEOUT)?;
-    match (result, status) {
-        (Err(e), _) => Err(e),
-        (Ok(d), Some(st)) if st.success() => Ok(d),
-        (Ok(_), st) => Err(io::Error::other(format!("benchmark child failed: {st:?}"))),
-    }
-}
 
 /// Times `iters` 8-byte round trips (after one warm-up round) with `peer`.
 ///

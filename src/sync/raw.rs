@@ -170,36 +170,49 @@ impl RawLock {
         self.lock_contended(pid, start, deadline)
     }
 
-    #[cold]
-    fn lock_contended(&self, pid: u32, start: u64, deadline: Option<Instant>) -> Result<Acquired, TimedOut> {
-        // Spin with plain loads (easier on the cache line than CAS) while a running owner
-        // finishes a short critical section.
-        for _ in 0..SPINS {
+    /// Polls with plain loads (easier on the cache line than CAS, as std's futex mutex does)
+    /// while the lock is held by a running owner and nobody is parked; returns the last state.
+    fn spin(&self) -> u32 {
+        let mut spins = SPINS;
+        loop {
+            // Relaxed: a hint; the CAS that follows re-checks with Acquire.
             let s = self.state.load(Ordering::Relaxed);
-            if s & PID_MASK == 0
-                && self
-                    .state
-                    .compare_exchange(s, pid | (s & WAITERS), Ordering::Acquire, Ordering::Relaxed)
-                    .is_ok()
-            {
-                return Ok(self.acquired(pid, start, false));
+            if s & PID_MASK == 0 || s & WAITERS != 0 || spins == 0 {
+                return s;
             }
             hint::spin_loop();
+            spins -= 1;
+        }
+    }
+
+    #[cold]
+    fn lock_contended(&self, pid: u32, start: u64, deadline: Option<Instant>) -> Result<Acquired, TimedOut> {
+        let mut s = self.spin();
+        if s & PID_MASK == 0 {
+            match self.state.compare_exchange(s, pid | (s & WAITERS), Ordering::Acquire, Ordering::Relaxed) {
+                Ok(_) => return Ok(self.acquired(pid, start, false)),
+                Err(now) => s = now,
+            }
         }
         let mut next_check = None::<Instant>;
+        // Full checks start 1 ms after the cheap one and back off to LIVENESS_INTERVAL: a
+        // holder killed a moment ago is often still exiting at the first check.
+        let mut interval = Duration::from_millis(1);
         loop {
-            let s = self.state.load(Ordering::Relaxed);
             if s & PID_MASK == 0 {
                 // Take it marked contended: others may still be parked.
-                if self.state.compare_exchange(s, pid | WAITERS, Ordering::Acquire, Ordering::Relaxed).is_ok()
-                {
-                    return Ok(self.acquired(pid, start, false));
+                match self.state.compare_exchange(s, pid | WAITERS, Ordering::Acquire, Ordering::Relaxed) {
+                    Ok(_) => return Ok(self.acquired(pid, start, false)),
+                    Err(now) => {
+                        s = now;
+                        continue;
+                    }
                 }
-                continue;
             }
             // Liveness: on first contention only the cheap `kill(pid, 0)` (no such process);
-            // the full check (start time, zombie state from /proc, ~10 µs) every
-            // LIVENESS_INTERVAL after that, so a busy lock does not pay for /proc reads.
+            // the full check (start time, zombie state from /proc, ~10 µs) only while parked,
+            // at 1, 2, 4, 8 ms and then every LIVENESS_INTERVAL, so a busy lock does not pay
+            // for /proc reads.
             let first = next_check.is_none();
             let due = next_check.is_some_and(|t| Instant::now() >= t);
             if !cfg!(loom) && (first || due) {
@@ -212,14 +225,19 @@ impl RawLock {
                     {
                         return Ok(self.acquired(pid, start, true));
                     }
+                    s = self.state.load(Ordering::Relaxed);
                     continue;
                 }
-                next_check = Instant::now().checked_add(LIVENESS_INTERVAL);
+                next_check = Instant::now().checked_add(interval);
+                interval = (interval * 2).min(LIVENESS_INTERVAL);
             }
-            if s & WAITERS == 0
-                && self.state.compare_exchange(s, s | WAITERS, Ordering::Relaxed, Ordering::Relaxed).is_err()
-            {
-                continue;
+            if s & WAITERS == 0 {
+                if let Err(now) =
+                    self.state.compare_exchange(s, s | WAITERS, Ordering::Relaxed, Ordering::Relaxed)
+                {
+                    s = now;
+                    continue;
+                }
             }
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 return Err(TimedOut);
@@ -229,6 +247,7 @@ impl RawLock {
                 (d, c) => d.or(c),
             };
             futex::wait(&self.state, s | WAITERS, if cfg!(loom) { deadline } else { park_until });
+            s = self.spin();
         }
     }
 
