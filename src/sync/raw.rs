@@ -473,7 +473,7 @@ pub struct RawBarrier {
     slots: [Slot; MAX_PARTIES as usize],
 }
 
-/// What a successful [`Barrier::wait`] returns.
+/// What a successful barrier wait returns (`Barrier::wait`, [`RawBarrier::wait_until`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BarrierWaitResult {
     /// Arrival order in this generation, `0..parties` (Python's return value).
