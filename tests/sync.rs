@@ -586,3 +586,30 @@ fn lock_in_a_callers_segment_next_to_its_data() {
     assert_eq!(n.load(Ordering::Relaxed), 2000);
     assert!(Lock::at(seg.clone(), Offset::new(l.size())).is_err(), "past the payload");
 }
+
+#[test]
+fn named_primitives_are_listed_with_their_kind_and_refuse_other_kinds() {
+    let names: Vec<String> = (0..6).map(|_| unique_name("kinds")).collect();
+    let _lock = Lock::create(&names[0]).unwrap();
+    let _rlock = RLock::create(&names[1]).unwrap();
+    let _sem = Semaphore::create(&names[2], 3).unwrap();
+    let _ev = Event::create(&names[3]).unwrap();
+    let _cond: Condition = Condition::create(&names[4]).unwrap();
+    let _bar = Barrier::create(&names[5], 2).unwrap();
+    let listed = shmkit::shm::list().unwrap();
+    let kind_of = |n: &str| {
+        listed.iter().find(|s| s.name == n).and_then(|s| s.header.as_ref().ok()).map(|h| h.kind().name())
+    };
+    let want = ["lock", "rlock", "semaphore", "event", "condition", "barrier"];
+    for (n, k) in names.iter().zip(want) {
+        assert_eq!(kind_of(n), Some(k), "{n}");
+    }
+    // Each opens as itself, and only as itself.
+    assert!(Lock::open(&names[0]).is_ok());
+    assert!(Semaphore::open(&names[2]).unwrap().value() == 3);
+    assert!(BoundedSemaphore::open(&names[2]).is_err(), "an unbounded semaphore is not a bounded one");
+    assert!(Event::open(&names[0]).is_err());
+    assert!(Barrier::open(&names[3]).is_err());
+    assert!(Condition::<RLock>::open(&names[4]).is_err(), "a Condition over a Lock is not one over an RLock");
+    assert!(Barrier::open(&names[5]).unwrap().parties() == 2);
+}

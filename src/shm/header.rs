@@ -93,6 +93,12 @@ impl Kind {
         match self.code {
             1 => "raw",
             2 => "ping-pong",
+            3 => "lock",
+            4 => "rlock",
+            5 => "semaphore",
+            6 => "event",
+            7 => "condition",
+            8 => "barrier",
             c if c & USER_BIT != 0 => "user",
             _ => "unknown",
         }
