@@ -613,3 +613,12 @@ fn named_primitives_are_listed_with_their_kind_and_refuse_other_kinds() {
     assert!(Condition::<RLock>::open(&names[4]).is_err(), "a Condition over a Lock is not one over an RLock");
     assert!(Barrier::open(&names[5]).unwrap().parties() == 2);
 }
+
+#[test]
+#[should_panic(expected = "guard of another lock")]
+fn condition_wait_with_another_locks_guard_panics() {
+    let cond: Condition = Condition::new().unwrap();
+    let other: Condition = Condition::new().unwrap();
+    let g = other.lock().unwrap();
+    let _ = cond.wait_timeout(g, Duration::from_millis(1));
+}

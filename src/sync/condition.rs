@@ -41,6 +41,9 @@ pub trait CondLock: sealed::Sealed + Clone + Sized {
     fn lock_guard(&self) -> LockResult<Self::Guard<'_>>;
     #[doc(hidden)]
     fn raw_lock(&self) -> &RawLock;
+    /// The raw lock a guard holds.
+    #[doc(hidden)]
+    fn guard_raw(guard: &Self::Guard<'_>) -> *const RawLock;
     /// Releases the lock fully; returns what [`CondLock::restore`] needs.
     #[doc(hidden)]
     fn release_all(&self) -> u32;
@@ -62,6 +65,9 @@ impl CondLock for Lock {
     }
     fn raw_lock(&self) -> &RawLock {
         self.raw()
+    }
+    fn guard_raw(guard: &LockGuard<'_>) -> *const RawLock {
+        guard.lock.raw()
     }
     fn release_all(&self) -> u32 {
         // SAFETY: called by `Condition::wait` while its guard proves we hold the lock.
@@ -86,6 +92,9 @@ impl CondLock for RLock {
     }
     fn raw_lock(&self) -> &RawLock {
         &self.raw().lock
+    }
+    fn guard_raw(guard: &RLockGuard<'_>) -> *const RawLock {
+        &guard.rlock.raw().lock
     }
     fn release_all(&self) -> u32 {
         self.raw().release_all()
@@ -206,6 +215,11 @@ impl<L: CondLock> Condition<L> {
     ///
     /// # Errors
     /// [`OwnerDied`] (holding the guard) if a process died holding the lock meanwhile.
+    ///
+    /// # Panics
+    /// If `guard` holds another lock than this condition's (a programming error, as with
+    /// std's `Condvar` used with two mutexes): releasing the wrong lock would break mutual
+    /// exclusion.
     pub fn wait<'a>(&'a self, guard: L::Guard<'a>) -> LockResult<L::Guard<'a>> {
         match self.wait_deadline(guard, None) {
             Ok((g, _)) => Ok(g),
@@ -230,11 +244,18 @@ impl<L: CondLock> Condition<L> {
     ///
     /// # Errors
     /// As [`Condition::wait`].
+    ///
+    /// # Panics
+    /// As [`Condition::wait`].
     pub fn wait_deadline<'a>(
         &'a self,
         guard: L::Guard<'a>,
         deadline: Option<Instant>,
     ) -> LockResult<(L::Guard<'a>, bool)> {
+        assert!(
+            std::ptr::eq(L::guard_raw(&guard), self.lock.raw_lock()),
+            "Condition::wait with a guard of another lock"
+        );
         let cell = self.cell();
         let seq = cell.register();
         let saved = self.lock.release_all();

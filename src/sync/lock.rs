@@ -50,7 +50,7 @@ impl fmt::Debug for Lock {
 /// Holds a [`Lock`]; unlocks on drop.
 #[must_use = "if unused the Lock will immediately unlock"]
 pub struct LockGuard<'a> {
-    lock: &'a Lock,
+    pub(crate) lock: &'a Lock,
 }
 
 impl fmt::Debug for LockGuard<'_> {
@@ -121,8 +121,9 @@ impl Lock {
     /// Takes the lock if free.
     ///
     /// # Errors
-    /// [`TryLockError::WouldBlock`] if held by a live process, [`TryLockError::OwnerDied`] if
-    /// taken over from a dead one (which costs a read of `/proc`).
+    /// [`TryLockError::WouldBlock`] if held by another (an unreaped zombie counts until a
+    /// blocking call checks `/proc`), [`TryLockError::OwnerDied`] if taken over from a holder
+    /// that no longer exists.
     pub fn try_lock(&self) -> Result<LockGuard<'_>, TryLockError<LockGuard<'_>>> {
         match self.raw.try_lock() {
             Some(how) => self.guard(how).map_err(Into::into),

@@ -136,8 +136,9 @@ impl RawLock {
         }
     }
 
-    /// Takes the lock if it is free (or held by a dead process that this call recovers, at
-    /// the cost of a read of `/proc`).
+    /// Takes the lock if it is free, or held by a pid that no longer exists (one
+    /// `kill(pid, 0)` on failure). A holder left as an unreaped zombie is only recovered by the
+    /// blocking calls, whose periodic check reads `/proc`.
     pub fn try_lock(&self) -> Option<Acquired> {
         let (pid, start) = me();
         // SYNC(state): Acquire pairs with the Release swap in `unlock`.
@@ -148,7 +149,7 @@ impl RawLock {
                 .compare_exchange(s, pid | (s & WAITERS), Ordering::Acquire, Ordering::Relaxed)
                 .ok()
                 .map(|_| self.acquired(pid, start, false)),
-            Err(s) if self.owner_dead(s) => self
+            Err(s) if pid_gone(s & PID_MASK) => self
                 .state
                 .compare_exchange(s, pid | WAITERS, Ordering::Acquire, Ordering::Relaxed)
                 .ok()

@@ -138,7 +138,7 @@ impl fmt::Debug for RLock {
 /// One level of an [`RLock`]; releases that level on drop.
 #[must_use = "if unused the RLock will immediately unlock"]
 pub struct RLockGuard<'a> {
-    rlock: &'a RLock,
+    pub(crate) rlock: &'a RLock,
     // Guards are tied to the owning thread.
     _not_send: std::marker::PhantomData<*const ()>,
 }
