@@ -184,3 +184,60 @@ fn barrier_abort_releases_the_waiter() {
         assert!(b.is_broken());
     });
 }
+
+/// The `Condition` protocol (`WaitCell::register` under the lock, unlock, `park`, relock)
+/// against a producer that sets the predicate and notifies under the lock: no lost wake-up.
+fn condition_consumer(lock: &RawLock, cell: &shmkit::futex::WaitCell, ready: &AtomicU32) {
+    assert_eq!(lock.lock_until(None), Ok(Acquired::Clean));
+    while ready.load(Ordering::Relaxed) == 0 {
+        let seq = cell.register();
+        // SAFETY: held since the lock_until above (or the relock below).
+        unsafe { lock.unlock() };
+        cell.park(seq, None);
+        cell.unregister();
+        assert_eq!(lock.lock_until(None), Ok(Acquired::Clean));
+    }
+    // SAFETY: held.
+    unsafe { lock.unlock() };
+}
+
+#[test]
+fn condition_protocol_no_lost_wakeup() {
+    model(|| {
+        let lock = Arc::new(RawLock::new());
+        let cell = Arc::new(shmkit::futex::WaitCell::new());
+        let ready = Arc::new(AtomicU32::new(0));
+        let (l2, c2, r2) = (lock.clone(), cell.clone(), ready.clone());
+        let consumer = thread::spawn(move || condition_consumer(&l2, &c2, &r2));
+        assert_eq!(lock.lock_until(None), Ok(Acquired::Clean));
+        ready.store(1, Ordering::Relaxed);
+        cell.notify_one();
+        // SAFETY: held.
+        unsafe { lock.unlock() };
+        consumer.join().unwrap();
+        assert_eq!(cell.sleepers(), 0);
+    });
+}
+
+#[test]
+fn condition_protocol_notify_all_two_consumers() {
+    model(|| {
+        let lock = Arc::new(RawLock::new());
+        let cell = Arc::new(shmkit::futex::WaitCell::new());
+        let ready = Arc::new(AtomicU32::new(0));
+        let consumers: Vec<_> = (0..2)
+            .map(|_| {
+                let (l, c, r) = (lock.clone(), cell.clone(), ready.clone());
+                thread::spawn(move || condition_consumer(&l, &c, &r))
+            })
+            .collect();
+        assert_eq!(lock.lock_until(None), Ok(Acquired::Clean));
+        ready.store(1, Ordering::Relaxed);
+        cell.notify_all();
+        // SAFETY: held.
+        unsafe { lock.unlock() };
+        for c in consumers {
+            c.join().unwrap();
+        }
+    });
+}

@@ -275,11 +275,26 @@ impl WaitCell {
         self.notify(1);
     }
 
-    /// Announces a waiter that will park on [`WaitCell::seq_word`] with the returned value;
-    /// the caller must call [`WaitCell::unregister`] afterwards. For waits whose condition is
-    /// checked under a lock (a condition variable); others use [`WaitCell::wait_for`].
-    #[cfg_attr(loom, allow(dead_code))]
-    pub(crate) fn register(&self) -> u32 {
+    /// Two-phase waiting, for a condition checked under a lock (a condition variable): call
+    /// `register` while the condition is still protected, release the lock, [`park`], then
+    /// [`unregister`]. A notify between `register` and `park` is not lost: it moves the
+    /// sequence number, so `park` returns at once.
+    ///
+    /// [`park`]: WaitCell::park
+    /// [`unregister`]: WaitCell::unregister
+    ///
+    /// # Examples
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// use shmkit::futex::WaitCell;
+    ///
+    /// let cell = WaitCell::new();
+    /// let seq = cell.register();
+    /// cell.notify_all(); // e.g. from another process, before we park
+    /// assert!(cell.park(seq, Some(Instant::now() + Duration::from_secs(5))));
+    /// cell.unregister();
+    /// ```
+    pub fn register(&self) -> u32 {
         // Relaxed: a stale `seq` only makes the futex wait return at once.
         let seq = self.seq.load(Ordering::Relaxed);
         self.sleepers.fetch_add(1, Ordering::Relaxed);
@@ -288,16 +303,33 @@ impl WaitCell {
         seq
     }
 
-    /// Ends a wait announced by [`WaitCell::register`].
-    #[cfg_attr(loom, allow(dead_code))]
-    pub(crate) fn unregister(&self) {
-        self.sleepers.fetch_sub(1, Ordering::Relaxed);
+    /// Parks until a notify moves the sequence past `seq` (true; possibly spurious) or until
+    /// `deadline` (false). Re-checks at least every [`WaitStrategy::ADAPTIVE`]`.max_park`, so a
+    /// notifier killed between its bump and its wake costs at most that long.
+    pub fn park(&self, seq: u32, deadline: Option<Instant>) -> bool {
+        loop {
+            // Under loom the cap is left out, as in `wait_with`.
+            let cap =
+                if cfg!(loom) { None } else { Instant::now().checked_add(WaitStrategy::ADAPTIVE.max_park) };
+            let until = match (deadline, cap) {
+                (Some(d), Some(c)) => Some(d.min(c)),
+                (d, c) => d.or(c),
+            };
+            let out = wait(&self.seq, seq, until);
+            // Relaxed: whoever acts on the notification re-checks under its own lock.
+            if out != WaitOutcome::TimedOut || self.seq.load(Ordering::Relaxed) != seq {
+                return true;
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return false;
+            }
+            // Only the cap expired: park again.
+        }
     }
 
-    /// The futex word that notifications bump.
-    #[cfg_attr(loom, allow(dead_code))]
-    pub(crate) fn seq_word(&self) -> &AtomicU32 {
-        &self.seq
+    /// Ends a wait announced by [`WaitCell::register`].
+    pub fn unregister(&self) {
+        self.sleepers.fetch_sub(1, Ordering::Relaxed);
     }
 
     /// Wakes every parked waiter. Call after making the condition true.

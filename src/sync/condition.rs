@@ -16,7 +16,6 @@ use super::lock::{Lock, LockGuard, LockResult};
 use super::raw::{Acquired, RawLock};
 use super::rlock::{RLock, RLockGuard, RawRLock};
 use crate::futex::{self, WaitCell};
-use crate::primitive::atomic::Ordering;
 use crate::shm::{
     Kind, Layout, Offset, OffsetError, Segment, Shareable, Shared, ShmCreateError, ShmOpenError,
 };
@@ -259,24 +258,7 @@ impl<L: CondLock> Condition<L> {
         let cell = self.cell();
         let seq = cell.register();
         let saved = self.lock.release_all();
-        let mut timed_out = false;
-        loop {
-            let cap = Instant::now().checked_add(crate::futex::WaitStrategy::ADAPTIVE.max_park);
-            let until = match (deadline, cap) {
-                (Some(d), Some(c)) => Some(d.min(c)),
-                (d, c) => d.or(c),
-            };
-            let out = futex::wait(cell.seq_word(), seq, until);
-            // Relaxed: the lock re-taken below orders the data; this only asks "notified?".
-            if out != futex::WaitOutcome::TimedOut || cell.seq_word().load(Ordering::Relaxed) != seq {
-                break;
-            }
-            if deadline.is_some_and(|d| Instant::now() >= d) {
-                timed_out = true;
-                break;
-            }
-            // The park cap expired with no notify: park again.
-        }
+        let timed_out = !cell.park(seq, deadline);
         cell.unregister();
         if self.lock.restore(saved) {
             Err(OwnerDied((guard, timed_out)))
