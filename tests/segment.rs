@@ -474,3 +474,35 @@ fn open_with_an_endless_wait_does_not_overflow() {
     let fd = _seg.fd().unwrap().try_clone_to_owned().unwrap();
     assert!(Segment::open_fd_timeout(fd, Kind::RAW, Duration::MAX).is_ok());
 }
+
+/// Regression: dropping a creator whose name was removed and re-created by someone else must
+/// not delete the newcomer.
+#[test]
+fn drop_does_not_unlink_a_segment_recreated_under_the_same_name() {
+    let name = unique_name("recreated");
+    let first = Segment::create(&name, Kind::RAW, 8).unwrap();
+    Segment::remove(&name).unwrap();
+    let second = Segment::create(&name, Kind::RAW, 16).unwrap();
+    drop(first);
+    assert!(Segment::open(&name, Kind::RAW).is_ok(), "the first creator's drop removed the second segment");
+    drop(second);
+    assert!(!std::path::Path::new(&shm_path(&name)).exists());
+}
+
+#[test]
+fn read_header_refuses_fifos_and_symlinks() {
+    let _w = watchdog(30);
+    let fifo = unique_name("fifo");
+    let path = std::ffi::CString::new(shm_path(&fifo)).unwrap();
+    // SAFETY: a valid path.
+    assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o600) }, 0);
+    assert!(shmkit::shm::read_header(&fifo).is_err(), "must not block on a FIFO");
+    std::fs::remove_file(shm_path(&fifo)).unwrap();
+
+    let target = unique_name("target");
+    let _seg = Segment::create(&target, Kind::RAW, 8).unwrap();
+    let link = unique_name("link");
+    std::os::unix::fs::symlink(shm_path(&target), shm_path(&link)).unwrap();
+    assert!(shmkit::shm::read_header(&link).is_err(), "must not follow a symlink");
+    std::fs::remove_file(shm_path(&link)).unwrap();
+}

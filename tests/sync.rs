@@ -499,7 +499,7 @@ fn lock_holder_killed_repeatedly_next_acquirer_gets_owner_died() {
                 let h = s.spawn(|| {
                     lock.lock_timeout(Duration::from_secs(30)).map(drop).map_err(|e| e.is_owner_died())
                 });
-                std::thread::sleep(Duration::from_millis(15));
+                until("the waiter to park", || lock.raw().has_waiters());
                 kill(child, round, &mut zombies);
                 assert_eq!(h.join().unwrap(), Err(true), "round {round}: parked waiter did not recover");
             });
@@ -621,4 +621,119 @@ fn condition_wait_with_another_locks_guard_panics() {
     let other: Condition = Condition::new().unwrap();
     let g = other.lock().unwrap();
     let _ = cond.wait_timeout(g, Duration::from_millis(1));
+}
+
+/// Regression: an arrival racing with `reset` was counted in the new generation (a phantom
+/// that let a single party later pass a 2-party barrier).
+#[test]
+fn barrier_reset_racing_an_arrival_leaves_no_phantom() {
+    let _w = watchdog(120);
+    let b = Barrier::new(2).unwrap();
+    for i in 0..2_000 {
+        std::thread::scope(|s| {
+            let h = s.spawn(|| b.wait_timeout(Duration::from_secs(30)));
+            while !h.is_finished() {
+                b.reset();
+                std::thread::yield_now();
+            }
+            assert_eq!(h.join().unwrap(), Err(BarrierError::Broken), "iteration {i}");
+        });
+        assert_eq!(b.n_waiting(), 0, "iteration {i}: an arrival was counted after the reset");
+    }
+}
+
+/// Regression: the slot of a participant that died in an earlier, broken generation made
+/// every later generation break at once, even after `reset`.
+#[test]
+fn barrier_usable_after_reset_following_a_dead_participant() {
+    let _w = watchdog(60);
+    let b = Barrier::new(3).unwrap();
+    std::thread::scope(|s| {
+        let h = s.spawn(|| b.wait_timeout(Duration::from_secs(30)));
+        until("the first to wait", || b.n_waiting() == 1);
+        // SAFETY: the child waits at the barrier (and times out) and exits.
+        let mut child = unsafe {
+            fork(|| i32::from(b.wait_timeout(Duration::from_millis(20)) != Err(BarrierError::Timeout)))
+        }
+        .unwrap();
+        assert_eq!(child.wait_timeout(Duration::from_secs(30)).unwrap().unwrap().code(), Some(0));
+        assert_eq!(h.join().unwrap(), Err(BarrierError::Broken));
+    });
+    b.reset();
+    let t = Duration::from_millis(150);
+    let start = Instant::now();
+    assert_eq!(
+        b.wait_timeout(t),
+        Err(BarrierError::Timeout),
+        "a dead party of an old generation broke a new one"
+    );
+    assert!(start.elapsed() >= t);
+    b.reset();
+    std::thread::scope(|s| {
+        let hs: Vec<_> = (0..2).map(|_| s.spawn(|| b.wait_timeout(Duration::from_secs(30)))).collect();
+        assert!(b.wait_timeout(Duration::from_secs(30)).is_ok());
+        for h in hs {
+            assert!(h.join().unwrap().is_ok());
+        }
+    });
+}
+
+/// Regression: a lock word naming our own pid, left by an earlier process that had the same
+/// pid (pid reuse, or a restarted pid namespace), was never recovered.
+#[test]
+fn lock_left_by_an_earlier_process_with_our_pid_is_recovered() {
+    let mut l = Layout::new();
+    let at = l.push::<shmkit::sync::RawLock>();
+    let seg = Arc::new(Segment::anonymous(Kind::RAW, l.size()).unwrap());
+    let me = shmkit::util::proc::ProcessToken::current();
+    assert_ne!(me.start, 0, "this test needs /proc");
+    let mut bytes = [0u8; 24];
+    bytes[0..4].copy_from_slice(&me.pid.to_le_bytes()); // state: held by "us"
+    bytes[8..12].copy_from_slice(&me.pid.to_le_bytes()); // owner record: our pid...
+    bytes[16..24].copy_from_slice(&(me.start - 1).to_le_bytes()); // ...another start time
+                                                                  // SAFETY: 24 bytes inside the payload; nobody else maps this segment.
+    unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), seg.payload_ptr().as_ptr(), 24) };
+    let lock = Lock::at(seg.clone(), at).unwrap();
+    match lock.lock_timeout(Duration::from_secs(10)) {
+        Err(LockTimeoutError::OwnerDied(g)) => shmkit::sync::LockGuard::mark_consistent(&g),
+        other => panic!("expected OwnerDied, got {other:?}"),
+    }
+    // Our own live holding is never mistaken for a stale one.
+    let g = lock.lock().unwrap();
+    assert!(matches!(lock.lock_timeout(Duration::from_millis(20)), Err(LockTimeoutError::Timeout)));
+    drop(g);
+}
+
+/// Regression: a holder whose main thread exited (a zombie leader) while the thread holding
+/// the lock still runs is alive; the lock must not be taken from it.
+#[test]
+fn holder_with_a_zombie_main_thread_is_alive() {
+    let _w = watchdog(60);
+    let lock = Lock::new().unwrap();
+    let c = Counters::new();
+    let flag_addr = c.get(0) as *const AtomicU64 as usize;
+    let body = || {
+        let lock = lock.clone();
+        std::thread::spawn(move || {
+            // SAFETY: the counter lives in a segment mapped for the child's whole life.
+            let flag = unsafe { &*(flag_addr as *const AtomicU64) };
+            let g = lock.lock();
+            flag.store(1, Ordering::Release);
+            std::thread::sleep(Duration::from_secs(30));
+            drop(g);
+        });
+        // SAFETY: ends the calling (main) thread only; the process lives on.
+        unsafe { libc::syscall(libc::SYS_exit, 0) };
+        0
+    };
+    // SAFETY: the child starts a thread that holds the lock, then ends only its main thread.
+    let mut child = unsafe { fork(body) }.unwrap();
+    until("the child's thread to hold the lock", || c.get(0).load(Ordering::Acquire) == 1);
+    std::thread::sleep(Duration::from_millis(20)); // let the main thread become a zombie
+    assert!(
+        matches!(lock.lock_timeout(Duration::from_millis(100)), Err(LockTimeoutError::Timeout)),
+        "the lock was taken from a live thread"
+    );
+    child.kill().unwrap();
+    assert!(lock.lock_timeout(Duration::from_secs(10)).is_err_and(|e| e.is_owner_died()));
 }

@@ -188,7 +188,10 @@ fn clean(dry_run: bool, all: bool, prefix: Option<&str>) -> Result<(), String> {
                 Ok(()) | Err(ShmOpenError::DoesNotExist(_)) => {
                     println!("removed {} (creator pid {} is dead)", s.name, h.creator_pid);
                 }
-                Err(e) => eprintln!("could not remove {}: {e}", s.name),
+                Err(e) => {
+                    eprintln!("could not remove {}: {e}", s.name);
+                    continue;
+                }
             }
         }
         removed += 1;

@@ -17,7 +17,7 @@ mod segment;
 mod shared;
 
 use std::io::Read;
-use std::os::unix::fs::FileTypeExt;
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 
 pub use error::{NameError, OffsetError, ShmCreateError, ShmOpenError};
 pub use header::{Backing, Header, Kind};
@@ -39,12 +39,22 @@ pub const SHM_DIR: &str = "/dev/shm";
 pub fn read_header(name: &str) -> Result<Header, ShmOpenError> {
     let cname = shm_name(name)?;
     let path = format!("{SHM_DIR}{}", cname.to_string_lossy());
-    let mut file = std::fs::File::open(&path).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => ShmOpenError::DoesNotExist(name.to_owned()),
-        std::io::ErrorKind::PermissionDenied => ShmOpenError::PermissionDenied(name.to_owned()),
-        _ => ShmOpenError::Io(e),
-    })?;
-    let size = file.metadata()?.len();
+    // O_NOFOLLOW | O_NONBLOCK: a symlink or FIFO planted in /dev/shm is refused, never
+    // followed or waited on (`shmkit ls` and `clean` may run as root).
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(&path)
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => ShmOpenError::DoesNotExist(name.to_owned()),
+            std::io::ErrorKind::PermissionDenied => ShmOpenError::PermissionDenied(name.to_owned()),
+            _ => ShmOpenError::Io(e),
+        })?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(ShmOpenError::NotShmkit);
+    }
+    let size = meta.len();
     let mut buf = [0u8; header::HEADER_SIZE];
     let mut got = 0;
     while got < buf.len() {

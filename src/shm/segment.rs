@@ -341,7 +341,7 @@ impl Drop for NewSegment {
         if let Some(seg) = self.seg.take() {
             // Never published: half-initialised, so remove the name even if persistent.
             if seg.unlink_by.is_none() {
-                let _ = seg.unlink();
+                seg.unlink_if_still_ours();
             }
         }
     }
@@ -503,6 +503,28 @@ impl Segment {
         }
     }
 
+    /// Unlinks the name only if it still refers to this segment's file (same device and
+    /// inode): if someone removed it and another segment was created under the same name,
+    /// dropping this one must not delete that one. (A narrow race remains between the check
+    /// and the unlink.)
+    fn unlink_if_still_ours(&self) {
+        let (Some(name), Some(fd)) = (&self.name, &self.fd) else { return };
+        // SAFETY: `stat` is plain data filled in by the calls below.
+        let (mut mine, mut theirs): (libc::stat, libc::stat) = unsafe { std::mem::zeroed() };
+        // SAFETY: a valid fd and out-pointer.
+        if unsafe { libc::fstat(fd.as_raw_fd(), &mut mine) } != 0 {
+            return;
+        }
+        let Ok(path) = CString::new(format!("{}{}", super::SHM_DIR, name.to_string_lossy())) else { return };
+        // SAFETY: a valid C string and out-pointer; lstat does not follow a planted symlink.
+        if unsafe { libc::lstat(path.as_ptr(), &mut theirs) } != 0 {
+            return;
+        }
+        if mine.st_dev == theirs.st_dev && mine.st_ino == theirs.st_ino {
+            let _ = self.unlink();
+        }
+    }
+
     fn version_word(&self) -> &AtomicU32 {
         // SAFETY: VERSION_OFFSET is 4-aligned inside the page-aligned mapping, which is at
         // least PAYLOAD_OFFSET bytes long and lives as long as `&self`; the word is only
@@ -609,7 +631,7 @@ impl Drop for Segment {
         // Only the creating process unlinks: a forked child's copy must not remove the name
         // from under its parent.
         if self.unlink_by == Some(std::process::id()) {
-            let _ = self.unlink();
+            self.unlink_if_still_ours();
         }
     }
 }

@@ -94,7 +94,8 @@ impl Lock {
         Ok(Lock { raw: Shared::at(seg, at)? })
     }
 
-    pub(crate) fn raw(&self) -> &RawLock {
+    /// The raw lock state in shared memory (for inspection, e.g. whether waiters are parked).
+    pub fn raw(&self) -> &RawLock {
         &self.raw
     }
 

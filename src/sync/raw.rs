@@ -149,7 +149,7 @@ impl RawLock {
                 .compare_exchange(s, pid | (s & WAITERS), Ordering::Acquire, Ordering::Relaxed)
                 .ok()
                 .map(|_| self.acquired(pid, start, false)),
-            Err(s) if pid_gone(s & PID_MASK) => self
+            Err(s) if self.owner_gone(s) => self
                 .state
                 .compare_exchange(s, pid | WAITERS, Ordering::Acquire, Ordering::Relaxed)
                 .ok()
@@ -217,7 +217,7 @@ impl RawLock {
             let first = next_check.is_none();
             let due = next_check.is_some_and(|t| Instant::now() >= t);
             if !cfg!(loom) && (first || due) {
-                let dead = if first { pid_gone(s & PID_MASK) } else { self.owner_dead(s) };
+                let dead = if first { self.owner_gone(s) } else { self.owner_dead(s) };
                 if dead {
                     if self
                         .state
@@ -266,17 +266,46 @@ impl RawLock {
         }
     }
 
-    /// Whether the owner named in `s` is known to be dead.
-    fn owner_dead(&self, s: u32) -> bool {
-        let pid = s & PID_MASK;
-        if pid == 0 || pid == me().0 {
-            return false;
-        }
+    /// The recorded start time of `pid` if the owner record is tagged with it, else 0.
+    fn recorded_start(&self, pid: u32) -> u64 {
         // Acquire: pairs with `record_owner`'s Release, so `owner_start` belongs to it.
         let tagged = self.owner_pid.load(Ordering::Acquire);
         let start = self.owner_start.load(Ordering::Relaxed);
-        let start = if tagged == pid && self.owner_pid.load(Ordering::Acquire) == pid { start } else { 0 };
-        is_dead(pid, start)
+        if tagged == pid && self.owner_pid.load(Ordering::Acquire) == pid {
+            start
+        } else {
+            0
+        }
+    }
+
+    /// The word names *our* pid, but the record says an earlier process with that pid (a
+    /// recycled pid, or a restarted pid namespace where the worker is pid 1 again) took it.
+    /// An untagged record counts as ours: another thread of this process may be between its
+    /// CAS and `record_owner`.
+    fn stale_self(&self, s: u32) -> bool {
+        let (pid, my_start) = me();
+        if s & PID_MASK != pid || my_start == 0 {
+            return false;
+        }
+        let start = self.recorded_start(pid);
+        start != 0 && start != my_start
+    }
+
+    /// Cheap check: the owner's pid no longer exists, or it is a stale record of our own pid.
+    fn owner_gone(&self, s: u32) -> bool {
+        pid_gone(s & PID_MASK) || self.stale_self(s)
+    }
+
+    /// Full check (reads `/proc`): whether the owner named in `s` is known to be dead.
+    fn owner_dead(&self, s: u32) -> bool {
+        let pid = s & PID_MASK;
+        if pid == 0 {
+            return false;
+        }
+        if pid == me().0 {
+            return self.stale_self(s);
+        }
+        is_dead(pid, self.recorded_start(pid))
     }
 
     /// Clears the inconsistent mark left by a takeover from a dead owner.
@@ -298,6 +327,11 @@ impl RawLock {
     /// Whether a takeover from a dead owner has not been marked consistent yet.
     pub fn is_inconsistent(&self) -> bool {
         self.inconsistent.load(Ordering::Relaxed) != 0
+    }
+
+    /// Whether a waiter has announced itself parked (or about to park) on the word.
+    pub fn has_waiters(&self) -> bool {
+        self.state.load(Ordering::Relaxed) & WAITERS != 0
     }
 
     /// The raw state word (for `shmkit inspect` and tests).
@@ -443,8 +477,18 @@ const GEN_MASK: u32 = BROKEN - 1;
 #[derive(Debug, Default)]
 struct Slot {
     pid: AtomicU32,
-    _pad: AtomicU32,
+    /// The generation the slot was written in: slots of older generations are ignored.
+    gen: AtomicU32,
     start: AtomicU64,
+}
+
+/// `arrived` holds the low 16 bits of its generation above the count, so an arrival that
+/// raced with a reset or a completed generation fails its CAS instead of counting there.
+const TAG_SHIFT: u32 = 16;
+const COUNT_MASK: u32 = (1 << TAG_SHIFT) - 1;
+
+fn arrived_tag(g: u32) -> u32 {
+    (g & COUNT_MASK) << TAG_SHIFT
 }
 
 /// `Barrier`: `n` processes wait until all have arrived (`multiprocessing.Barrier`).
@@ -452,11 +496,13 @@ struct Slot {
 /// ```text
 /// gen       u32  futex word: bits 0..=30 generation, bit 31 BROKEN
 /// parties   u32  fixed at creation (1..=MAX_PARTIES)
-/// arrived   u32  arrivals in the current generation
-/// slots     [pid u32, start u64] × MAX_PARTIES: who is waiting, for liveness checks
+/// arrived   u32  bits 16..=31 low bits of the generation, bits 0..=15 arrivals in it
+/// slots     [pid u32, gen u32, start u64] × MAX_PARTIES: who waits in which generation
 /// ```
-/// An arrival takes an index with `fetch_add`; the last one resets `arrived` and then moves
-/// `gen` on by one (Release), waking all. Others park on `gen` and pass when it reads
+/// An arrival takes an index by CAS on `arrived`, which only succeeds while the word is
+/// tagged with the generation the arrival read, so an arrival racing with `reset` or with
+/// the generation's completion is never counted in the wrong one. The last arrival re-tags
+/// `arrived` for the next generation, then moves `gen` on by one (Release), waking all. Others park on `gen` and pass when it reads
 /// `generation + 1`. `abort` (and a wait that times out, or finds a waiting participant dead)
 /// sets BROKEN; `reset` moves the generation on by two, so waiters of the old generation see
 /// neither `g + 1` nor a clean word and report `Broken`.
@@ -530,9 +576,10 @@ impl RawBarrier {
     /// Back to the empty state; waiters of the current generation get `Broken`.
     pub fn reset(&self) {
         let g = self.gen.load(Ordering::Relaxed);
-        self.arrived.store(0, Ordering::Relaxed);
-        // Release: the reset count is visible to whoever sees the new generation.
-        self.gen.store((g & GEN_MASK).wrapping_add(2) & GEN_MASK, Ordering::Release);
+        let next = (g & GEN_MASK).wrapping_add(2) & GEN_MASK;
+        self.arrived.store(arrived_tag(next), Ordering::Relaxed);
+        // Release: the re-tagged count is visible to whoever sees the new generation.
+        self.gen.store(next, Ordering::Release);
         futex::wake(&self.gen, u32::MAX);
     }
 
@@ -543,15 +590,51 @@ impl RawBarrier {
 
     /// How many have arrived in the current generation (a snapshot).
     pub fn n_waiting(&self) -> u32 {
-        self.arrived.load(Ordering::Relaxed).min(self.parties())
+        (self.arrived.load(Ordering::Relaxed) & COUNT_MASK).min(self.parties())
     }
 
-    fn someone_waiting_died(&self, upto: u32) -> bool {
+    fn someone_waiting_died(&self, g: u32, upto: u32) -> bool {
         (0..upto.min(MAX_PARTIES)).any(|i| {
             let slot = &self.slots[i as usize];
             let pid = slot.pid.load(Ordering::Acquire);
-            pid != 0 && is_dead(pid, slot.start.load(Ordering::Relaxed))
+            pid != 0
+                && slot.gen.load(Ordering::Relaxed) == g
+                && is_dead(pid, slot.start.load(Ordering::Relaxed))
         })
+    }
+
+    /// Counts this arrival in generation `g`; `Err(None)` if the generation moved on before
+    /// it could (the caller starts over), `Err(Some(e))` to give up with `e`.
+    fn arrive(&self, g: u32, parties: u32) -> Result<u32, Option<BarrierError>> {
+        let tag = arrived_tag(g);
+        let mut mismatches = 0u32;
+        loop {
+            // Acquire: pairs with the re-tagging stores that precede a generation change.
+            let a = self.arrived.load(Ordering::Acquire);
+            if a & !COUNT_MASK != tag {
+                if self.gen.load(Ordering::Acquire) != g {
+                    return Err(None);
+                }
+                // The last arrival or a reset is between its two stores; wait for `gen`. A
+                // tag that never matches is corruption: break rather than spin forever.
+                mismatches += 1;
+                if mismatches > 10_000 {
+                    self.break_from(g);
+                    return Err(Some(BarrierError::Broken));
+                }
+                crate::primitive::thread::yield_now();
+                continue;
+            }
+            let count = a & COUNT_MASK;
+            if count >= parties {
+                // More arrivals than parties in one generation: misuse or corruption.
+                self.break_from(g);
+                return Err(Some(BarrierError::Broken));
+            }
+            if self.arrived.compare_exchange(a, a + 1, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
+                return Ok(count);
+            }
+        }
     }
 
     /// Arrives and waits for the others until `deadline`.
@@ -559,28 +642,31 @@ impl RawBarrier {
     /// # Errors
     /// [`BarrierError::Broken`] or [`BarrierError::Timeout`].
     pub fn wait_until(&self, deadline: Option<Instant>) -> Result<BarrierWaitResult, BarrierError> {
-        // Acquire: pairs with the Release that published this generation.
-        let g = self.gen.load(Ordering::Acquire);
-        if g & BROKEN != 0 {
-            return Err(BarrierError::Broken);
-        }
         let parties = self.parties();
-        let idx = self.arrived.fetch_add(1, Ordering::AcqRel);
-        if idx >= parties {
-            // More arrivals than parties in one generation: misuse or corruption.
-            self.break_from(g);
-            return Err(BarrierError::Broken);
-        }
+        let (g, idx) = loop {
+            // Acquire: pairs with the Release that published this generation.
+            let g = self.gen.load(Ordering::Acquire);
+            if g & BROKEN != 0 {
+                return Err(BarrierError::Broken);
+            }
+            match self.arrive(g, parties) {
+                Ok(idx) => break (g, idx),
+                Err(None) => continue,
+                Err(Some(e)) => return Err(e),
+            }
+        };
         let (pid, start) = me();
         let slot = &self.slots[idx as usize];
         slot.start.store(start, Ordering::Relaxed);
+        slot.gen.store(g, Ordering::Relaxed);
         slot.pid.store(pid, Ordering::Release);
         let index = parties - 1 - idx;
         if idx + 1 == parties {
             for s in &self.slots[..parties as usize] {
                 s.pid.store(0, Ordering::Relaxed);
             }
-            self.arrived.store(0, Ordering::Relaxed);
+            let next_tag = arrived_tag((g + 1) & GEN_MASK);
+            self.arrived.store(next_tag, Ordering::Relaxed);
             // SYNC(gen): Release publishes the reset; the CAS fails if someone broke the
             // barrier meanwhile.
             let next = (g + 1) & GEN_MASK;
@@ -602,7 +688,7 @@ impl RawBarrier {
                 self.break_from(g);
                 return Err(BarrierError::Timeout);
             }
-            if self.someone_waiting_died(parties) {
+            if self.someone_waiting_died(g, parties) {
                 self.break_from(g);
                 return Err(BarrierError::Broken);
             }

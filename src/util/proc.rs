@@ -80,6 +80,21 @@ fn stat(pid: u32) -> Option<(u8, u64)> {
     Some((state, start))
 }
 
+/// Whether some thread of `pid` is neither a zombie nor dead.
+fn any_live_task(pid: u32) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return false };
+    tasks.flatten().any(|t| {
+        let Some(tid) = t.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { return false };
+        std::fs::read(format!("/proc/{pid}/task/{tid}/stat"))
+            .ok()
+            .and_then(|text| {
+                let close = text.iter().rposition(|&b| b == b')')?;
+                text.get(close + 2).copied()
+            })
+            .is_some_and(|state| state != b'Z' && state != b'X')
+    })
+}
+
 impl ProcessToken {
     /// The calling process. Cached, so it costs two loads on lock fast paths; a
     /// `pthread_atfork` handler clears the cache in a forked child, which then computes its own.
@@ -110,6 +125,15 @@ impl ProcessToken {
             return Liveness::Dead;
         }
         match stat(self.pid) {
+            // A zombie leader may still have live threads (its main thread called
+            // `pthread_exit`): only dead if every task is.
+            Some((b'Z' | b'X', start)) if self.start == 0 || start == self.start => {
+                if any_live_task(self.pid) {
+                    Liveness::Alive
+                } else {
+                    Liveness::Dead
+                }
+            }
             Some((b'Z' | b'X', _)) => Liveness::Dead,
             Some((_, start)) if self.start != 0 => {
                 if start == self.start {
