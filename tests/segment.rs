@@ -416,10 +416,10 @@ fn killed_creator_leaves_an_entry_that_clean_removes() {
             .stdout(Stdio::piped())
             .spawn()
             .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
-        // libtest may print its own lines first; the role prints "ready" once created.
+        // libtest may print its own lines first; the role prints "ready" once created. One
+        // reader for the whole stream: a second BufReader would lose what the first buffered.
         let mut reader = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
         while !line.contains("ready") {
             line.clear();
             assert!(reader.read_line(&mut line).unwrap() > 0, "role exited before creating");
