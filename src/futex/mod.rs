@@ -91,6 +91,25 @@ pub fn wake(word: &AtomicU32, n: u32) -> usize {
     platform::wake(word, n)
 }
 
+/// When a parked waiter should wake to re-check for dead or silent peers: `after` from now.
+/// Never under loom: loom kills no peers, and an uncapped wait really blocks in the model
+/// futex, so a lost wake-up shows up as a deadlock instead of being papered over.
+pub(crate) fn recheck_after(after: Duration) -> Option<Instant> {
+    if cfg!(loom) {
+        None
+    } else {
+        Instant::now().checked_add(after)
+    }
+}
+
+/// The earlier of two optional deadlines (`None` is "never").
+pub(crate) fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
 /// Turns a timeout into a deadline; `None` (wait forever) if `now + timeout` overflows, as
 /// crossbeam's `send_timeout` does.
 ///
@@ -256,13 +275,7 @@ impl WaitCell {
                 self.sleepers.fetch_sub(1, Ordering::Relaxed);
                 return Ok(r);
             }
-            // Under loom the cap is left out: loom kills no peers, and an uncapped wait really
-            // blocks in the model futex, so a lost wake-up shows up as a deadlock.
-            let cap = if cfg!(loom) { None } else { Instant::now().checked_add(strategy.max_park) };
-            let park_until = match (deadline, cap) {
-                (Some(d), Some(c)) => Some(d.min(c)),
-                (d, c) => d.or(c),
-            };
+            let park_until = earliest(deadline, recheck_after(strategy.max_park));
             wait(&self.seq, seq, park_until);
             // Relaxed: the count is only a hint for notifiers; wrapping after a corruption
             // costs spare wake syscalls, never a lost wake-up (see the module docs).
@@ -308,13 +321,7 @@ impl WaitCell {
     /// notifier killed between its bump and its wake costs at most that long.
     pub fn park(&self, seq: u32, deadline: Option<Instant>) -> bool {
         loop {
-            // Under loom the cap is left out, as in `wait_with`.
-            let cap =
-                if cfg!(loom) { None } else { Instant::now().checked_add(WaitStrategy::ADAPTIVE.max_park) };
-            let until = match (deadline, cap) {
-                (Some(d), Some(c)) => Some(d.min(c)),
-                (d, c) => d.or(c),
-            };
+            let until = earliest(deadline, recheck_after(WaitStrategy::ADAPTIVE.max_park));
             let out = wait(&self.seq, seq, until);
             // Relaxed: whoever acts on the notification re-checks under its own lock.
             if out != WaitOutcome::TimedOut || self.seq.load(Ordering::Relaxed) != seq {

@@ -25,7 +25,7 @@
 use std::time::{Duration, Instant};
 
 use super::error::{BarrierError, SemaphoreError};
-use crate::futex::{self, TimedOut, WaitCell};
+use crate::futex::{self, earliest, TimedOut, WaitCell};
 use crate::primitive::atomic::{AtomicU32, AtomicU64, Ordering};
 use crate::primitive::hint;
 
@@ -243,11 +243,9 @@ impl RawLock {
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 return Err(TimedOut);
             }
-            let park_until = match (deadline, next_check) {
-                (Some(d), Some(c)) => Some(d.min(c)),
-                (d, c) => d.or(c),
-            };
-            futex::wait(&self.state, s | WAITERS, if cfg!(loom) { deadline } else { park_until });
+            let park_until = earliest(deadline, next_check);
+            // `next_check` stays `None` under loom (no liveness checks), so the wait is uncapped.
+            futex::wait(&self.state, s | WAITERS, park_until);
             s = self.spin();
         }
     }
@@ -692,12 +690,7 @@ impl RawBarrier {
                 self.break_from(g);
                 return Err(BarrierError::Broken);
             }
-            // Under loom no peer dies, and an uncapped wait really blocks in the model futex.
-            let check = if cfg!(loom) { None } else { now.checked_add(LIVENESS_INTERVAL) };
-            let until = match (deadline, check) {
-                (Some(d), Some(c)) => Some(d.min(c)),
-                (d, c) => d.or(c),
-            };
+            let until = earliest(deadline, futex::recheck_after(LIVENESS_INTERVAL));
             futex::wait(&self.gen, g, until);
         }
     }
