@@ -128,3 +128,11 @@ pub struct OffsetError {
     /// The payload's length.
     pub payload_len: usize,
 }
+
+/// A layout that does not fit the segment just sized for it is an internal error; it is
+/// reported as an I/O-style error rather than a panic.
+impl From<OffsetError> for ShmCreateError {
+    fn from(e: OffsetError) -> Self {
+        ShmCreateError::Io(io::Error::other(e))
+    }
+}

@@ -84,10 +84,10 @@ impl<T: Shareable> Shared<T> {
     fn init_and_publish(seg: super::NewSegment, init: impl FnOnce(&T)) -> Result<Self, ShmCreateError> {
         let first = Self::first();
         // The payload was sized for one T and the payload start is 128-aligned.
-        let obj = seg.get(first).map_err(|e| ShmCreateError::Io(std::io::Error::other(e)))?;
+        let obj = seg.get(first)?;
         init(obj);
         let seg = Arc::new(seg.publish());
-        Self::at(seg, first).map_err(|e| ShmCreateError::Io(std::io::Error::other(e)))
+        Ok(Self::at(seg, first)?)
     }
 
     /// Opens the named segment created by [`Shared::create`] with the same `kind`.

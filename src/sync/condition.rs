@@ -160,7 +160,7 @@ impl<L: CondLock> Condition<L> {
     /// As [`Segment::anonymous`].
     pub fn new() -> Result<Self, ShmCreateError> {
         let seg = Segment::anonymous(L::KIND, layout::<L>().0.size())?;
-        Self::from_segment(seg).map_err(|e| ShmCreateError::Io(std::io::Error::other(e)))
+        Ok(Self::from_segment(seg)?)
     }
 
     /// A condition and its lock in a new named segment (mode 0600).
@@ -169,7 +169,7 @@ impl<L: CondLock> Condition<L> {
     /// As [`Segment::create`].
     pub fn create(name: &str) -> Result<Self, ShmCreateError> {
         let seg = Segment::create(name, L::KIND, layout::<L>().0.size())?;
-        Self::from_segment(seg).map_err(|e| ShmCreateError::Io(std::io::Error::other(e)))
+        Ok(Self::from_segment(seg)?)
     }
 
     /// Opens a condition made by [`Condition::create`] with the same lock type.

@@ -384,9 +384,7 @@ impl RawSemaphore {
     /// # Errors
     /// [`TimedOut`].
     pub fn acquire_until(&self, deadline: Option<Instant>) -> Result<(), TimedOut> {
-        if self.try_acquire() {
-            return Ok(());
-        }
+        // `wait_for` polls before anything else, so a free permit costs no wait setup.
         self.cell.wait_for(|| self.try_acquire().then_some(()), deadline)
     }
 
@@ -460,7 +458,7 @@ impl RawEvent {
 
     /// Waits until set or until `deadline`; returns whether it is set.
     pub fn wait_until(&self, deadline: Option<Instant>) -> bool {
-        self.is_set() || self.cell.wait_for(|| self.is_set().then_some(()), deadline).is_ok()
+        self.cell.wait_for(|| self.is_set().then_some(()), deadline).is_ok()
     }
 }
 
@@ -660,9 +658,8 @@ impl RawBarrier {
         slot.pid.store(pid, Ordering::Release);
         let index = parties - 1 - idx;
         if idx + 1 == parties {
-            for s in &self.slots[..parties as usize] {
-                s.pid.store(0, Ordering::Relaxed);
-            }
+            // The slots need no clearing: each is tagged with its generation, and
+            // `someone_waiting_died` only reads those of the generation it waits in.
             let next_tag = arrived_tag((g + 1) & GEN_MASK);
             self.arrived.store(next_tag, Ordering::Relaxed);
             // SYNC(gen): Release publishes the reset; the CAS fails if someone broke the

@@ -67,9 +67,9 @@ pub enum Liveness {
     Unknown,
 }
 
-/// Reads (state, start time) of `pid` from `/proc/PID/stat`.
-fn stat(pid: u32) -> Option<(u8, u64)> {
-    let text = std::fs::read(format!("/proc/{pid}/stat")).ok()?;
+/// Reads (state, start time) from a `stat` file of procfs (a process's or a thread's).
+fn read_stat(path: &str) -> Option<(u8, u64)> {
+    let text = std::fs::read(path).ok()?;
     // The command name may hold spaces and parentheses: fields start after the last ')'.
     let close = text.iter().rposition(|&b| b == b')')?;
     let rest = std::str::from_utf8(text.get(close + 1..)?).ok()?;
@@ -80,18 +80,18 @@ fn stat(pid: u32) -> Option<(u8, u64)> {
     Some((state, start))
 }
 
+/// Reads (state, start time) of `pid` from `/proc/PID/stat`.
+fn stat(pid: u32) -> Option<(u8, u64)> {
+    read_stat(&format!("/proc/{pid}/stat"))
+}
+
 /// Whether some thread of `pid` is neither a zombie nor dead.
 fn any_live_task(pid: u32) -> bool {
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return false };
     tasks.flatten().any(|t| {
         let Some(tid) = t.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { return false };
-        std::fs::read(format!("/proc/{pid}/task/{tid}/stat"))
-            .ok()
-            .and_then(|text| {
-                let close = text.iter().rposition(|&b| b == b')')?;
-                text.get(close + 2).copied()
-            })
-            .is_some_and(|state| state != b'Z' && state != b'X')
+        read_stat(&format!("/proc/{pid}/task/{tid}/stat"))
+            .is_some_and(|(state, _)| state != b'Z' && state != b'X')
     })
 }
 
