@@ -30,6 +30,7 @@ compile_error!("shmkit supports Linux only (futexes, memfd, /dev/shm)");
 mod primitive;
 
 pub mod futex;
+pub mod queue;
 #[cfg(not(loom))]
 pub mod shm;
 pub mod sync;

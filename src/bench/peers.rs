@@ -52,6 +52,12 @@ impl RttPeer {
 /// An implementation of one-way 8-byte message throughput.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TputPeer {
+    /// shmkit's SPSC queue, one `send`/`recv` per message.
+    ShmkitSpsc,
+    /// shmkit's SPSC queue, `try_send_slice`/`recv_into` in batches of up to 64.
+    ShmkitSpscBatch,
+    /// shmkit's MPMC `Queue`, one `send`/`recv` per message.
+    ShmkitMpmc,
     /// A hand-written SPSC ring of u64 in shared memory, spinning when full/empty.
     HandSpinRing,
     /// A pipe, one 8-byte `write` per message.
@@ -62,11 +68,21 @@ pub enum TputPeer {
 
 impl TputPeer {
     /// Every implementation.
-    pub const ALL: [TputPeer; 3] = [TputPeer::HandSpinRing, TputPeer::Pipe, TputPeer::Socketpair];
+    pub const ALL: [TputPeer; 6] = [
+        TputPeer::ShmkitSpsc,
+        TputPeer::ShmkitSpscBatch,
+        TputPeer::ShmkitMpmc,
+        TputPeer::HandSpinRing,
+        TputPeer::Pipe,
+        TputPeer::Socketpair,
+    ];
 
     /// The benchmark id (`tput_8B/<name>`).
     pub fn name(self) -> &'static str {
         match self {
+            TputPeer::ShmkitSpsc => "shmkit_spsc",
+            TputPeer::ShmkitSpscBatch => "shmkit_spsc_batch",
+            TputPeer::ShmkitMpmc => "shmkit_mpmc",
             TputPeer::HandSpinRing => "hand_spin_ring",
             TputPeer::Pipe => "pipe",
             TputPeer::Socketpair => "socketpair",
@@ -266,6 +282,9 @@ const RING_CAP: usize = 4096;
 /// An OS error, `TimedOut` if the child stops sending, or a corrupted sequence.
 pub fn tput(peer: TputPeer, msgs: u64) -> io::Result<Duration> {
     match peer {
+        TputPeer::ShmkitSpsc => tput_spsc(msgs, false),
+        TputPeer::ShmkitSpscBatch => tput_spsc(msgs, true),
+        TputPeer::ShmkitMpmc => tput_mpmc(msgs),
         TputPeer::HandSpinRing => tput_ring(msgs),
         TputPeer::Pipe => {
             let (r, w) = pipe()?;
@@ -383,5 +402,129 @@ fn tput_ring(msgs: u64) -> io::Result<Duration> {
         }
     }
     let elapsed = start.elapsed();
+    finish(child, old, result.map(|()| elapsed))
+}
+
+/// Checks that the receiver saw `1..=total` in order; `got` is the next expected value.
+fn check_seq(expected: u64, got: u64) -> io::Result<()> {
+    if expected == got {
+        Ok(())
+    } else {
+        Err(io::Error::other(format!("expected {expected}, got {got}")))
+    }
+}
+
+fn tput_spsc(msgs: u64, batch: bool) -> io::Result<Duration> {
+    let total = msgs + 1;
+    let (tx, rx) = crate::queue::spsc_channel::<u64>(RING_CAP).map_err(io::Error::other)?;
+    let (child, old) = spawn_pinned(move || {
+        if batch {
+            let mut buf = [0u64; 64];
+            let mut next = 1u64;
+            while next <= total {
+                let n = ((total - next + 1) as usize).min(buf.len());
+                for (i, b) in buf[..n].iter_mut().enumerate() {
+                    *b = next + i as u64;
+                }
+                let mut sent = 0;
+                while sent < n {
+                    match tx.try_send_slice(&buf[sent..n]) {
+                        Ok(0) => {
+                            if tx.send(buf[sent]).is_err() {
+                                return 2;
+                            }
+                            sent += 1;
+                        }
+                        Ok(k) => sent += k,
+                        Err(_) => return 2,
+                    }
+                }
+                next += n as u64;
+            }
+        } else {
+            for i in 1..=total {
+                if tx.send(i).is_err() {
+                    return 2;
+                }
+            }
+        }
+        0
+    })?;
+    let mut start = Instant::now();
+    let mut result = Ok(());
+    let mut expected = 1u64;
+    let mut buf = [0u64; 64];
+    'outer: while expected <= total {
+        let got = if batch {
+            match rx.recv_timeout(PEER_TIMEOUT) {
+                Ok(v) => {
+                    buf[0] = v;
+                    1 + rx.try_recv_into(&mut buf[1..]).unwrap_or(0)
+                }
+                Err(e) => {
+                    result = Err(io::Error::other(e));
+                    break;
+                }
+            }
+        } else {
+            match rx.recv() {
+                Ok(v) => {
+                    buf[0] = v;
+                    1
+                }
+                Err(e) => {
+                    result = Err(io::Error::other(e));
+                    break;
+                }
+            }
+        };
+        for &v in &buf[..got] {
+            if let Err(e) = check_seq(expected, v) {
+                result = Err(e);
+                break 'outer;
+            }
+            if expected == 1 {
+                start = Instant::now();
+            }
+            expected += 1;
+        }
+    }
+    let elapsed = start.elapsed();
+    drop(rx);
+    finish(child, old, result.map(|()| elapsed))
+}
+
+fn tput_mpmc(msgs: u64) -> io::Result<Duration> {
+    let total = msgs + 1;
+    let (tx, rx) = crate::queue::Queue::<u64>::new(RING_CAP).map_err(io::Error::other)?.split();
+    let (child, old) = spawn_pinned(move || {
+        for i in 1..=total {
+            if tx.send(i).is_err() {
+                return 2;
+            }
+        }
+        0
+    })?;
+    let mut start = Instant::now();
+    let mut result = Ok(());
+    for i in 1..=total {
+        match rx.recv() {
+            Ok(v) => {
+                if let Err(e) = check_seq(i, v) {
+                    result = Err(e);
+                    break;
+                }
+            }
+            Err(e) => {
+                result = Err(io::Error::other(e));
+                break;
+            }
+        }
+        if i == 1 {
+            start = Instant::now();
+        }
+    }
+    let elapsed = start.elapsed();
+    drop(rx);
     finish(child, old, result.map(|()| elapsed))
 }

@@ -114,7 +114,11 @@ fn run_bench(quick: bool) -> Result<(), String> {
     }
     println!("\n{:<32} {:>14} {:>10}", "tput_8B (one way)", "M msg/s", "");
     for peer in TputPeer::ALL {
-        let msgs = if peer == TputPeer::HandSpinRing { tput_msgs * 10 } else { tput_msgs };
+        let fast = matches!(
+            peer,
+            TputPeer::HandSpinRing | TputPeer::ShmkitSpsc | TputPeer::ShmkitSpscBatch | TputPeer::ShmkitMpmc
+        );
+        let msgs = if fast { tput_msgs * 10 } else { tput_msgs };
         let mut samples = Vec::new();
         for _ in 0..runs {
             let d = bench::tput(peer, msgs).map_err(|e| format!("{}: {e}", peer.name()))?;

@@ -19,14 +19,18 @@
 //! ```text
 //! waiter                                   notifier
 //! poll() ─ no ─ snooze (spin → yield) ─┐   make the condition true (Release)
-//!   ▲                                  │   fence(SeqCst)          ── SYNC(sleepers)
+//!   ▲                                  │   light fence            ── SYNC(sleepers)
 //!   └──────────────────────────────────┘   if sleepers > 0:
-//! s = seq; sleepers += 1; fence(SeqCst)        seq += 1; futex_wake(seq)
+//! s = seq; sleepers += 1; heavy fence          seq += 1; futex_wake(seq)
 //! poll() ─ yes → sleepers -= 1, done
 //!   no → futex_wait(seq, s, deadline)      (returns at once if seq != s)
 //! ```
 //! Either the notifier sees `sleepers > 0` and bumps `seq` (so the wait returns), or the
-//! waiter's second poll sees the condition: the two SeqCst fences forbid both missing.
+//! waiter's second poll sees the condition: the two fences forbid both missing. The fences
+//! are asymmetric: the notifier, which runs once per message, issues only a compiler fence,
+//! and the waiter, about to sleep anyway, issues `membarrier(GLOBAL_EXPEDITED)`, which runs
+//! a full barrier on every CPU where a shmkit process runs (see `util/membarrier.rs`; where
+//! the kernel lacks it, both are `fence(SeqCst)` and parks re-check every millisecond).
 //! `loom-tests/tests/futex.rs` checks this against a futex model that really blocks.
 //!
 //! # Dead and hostile peers
@@ -45,8 +49,13 @@ mod platform;
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use crate::primitive::atomic::{fence, AtomicU32, Ordering};
+use crate::primitive::atomic::{AtomicU32, Ordering};
 use crate::util::backoff::Backoff;
+use crate::util::membarrier;
+
+/// How long a waiter parks at most when the membarrier is unavailable, since a notifier in a
+/// registered process may then skip the fence that would have made it see the waiter.
+const FALLBACK_PARK: Duration = Duration::from_millis(1);
 
 /// How a [`wait`] ended. Any of them may be followed by a re-check of the word: a wake-up can
 /// be spurious, and the value may change again right after.
@@ -186,7 +195,7 @@ impl Default for WaitStrategy {
 /// Eight bytes, `#[repr(C)]`, valid when zeroed: put it in a [`Segment`](crate::shm::Segment)
 /// next to the data it guards. Waiters call [`WaitCell::wait_for`] with a poll closure; whoever
 /// changes the data calls [`WaitCell::notify_one`] or [`WaitCell::notify_all`] afterwards,
-/// which costs a fence and a load while nobody is parked.
+/// which costs a compiler fence and a load while nobody is parked.
 ///
 /// ```text
 /// offset 0  seq       u32  bumped by each notify that finds sleepers; the futex word
@@ -268,14 +277,14 @@ impl WaitCell {
             let seq = self.seq.load(Ordering::Relaxed);
             self.sleepers.fetch_add(1, Ordering::Relaxed);
             // SYNC(sleepers): orders our `sleepers += 1` before the re-poll below; pairs with
-            // the fence in `notify`. Of the two store→load pairs, at least one observes the
-            // other's store: we see the condition, or the notifier sees us and bumps `seq`.
-            fence(Ordering::SeqCst);
+            // the light fence in `notify`. Of the two store→load pairs, at least one observes
+            // the other's store: we see the condition, or the notifier sees us and bumps `seq`.
+            let max_park = if membarrier::heavy() { strategy.max_park } else { FALLBACK_PARK };
             if let Some(r) = poll() {
                 self.sleepers.fetch_sub(1, Ordering::Relaxed);
                 return Ok(r);
             }
-            let park_until = earliest(deadline, recheck_after(strategy.max_park));
+            let park_until = earliest(deadline, recheck_after(max_park.min(strategy.max_park)));
             wait(&self.seq, seq, park_until);
             // Relaxed: the count is only a hint for notifiers; wrapping after a corruption
             // costs spare wake syscalls, never a lost wake-up (see the module docs).
@@ -284,6 +293,7 @@ impl WaitCell {
     }
 
     /// Wakes one parked waiter, if any. Call after making the condition true.
+    #[inline]
     pub fn notify_one(&self) {
         self.notify(1);
     }
@@ -311,8 +321,9 @@ impl WaitCell {
         // Relaxed: a stale `seq` only makes the futex wait return at once.
         let seq = self.seq.load(Ordering::Relaxed);
         self.sleepers.fetch_add(1, Ordering::Relaxed);
-        // SYNC(sleepers): as in `wait_with`.
-        fence(Ordering::SeqCst);
+        // SYNC(sleepers): as in `wait_with`; if the membarrier is unavailable, `park`
+        // re-checks every FALLBACK_PARK instead of trusting the notifier's light fence.
+        membarrier::heavy();
         seq
     }
 
@@ -321,7 +332,8 @@ impl WaitCell {
     /// notifier killed between its bump and its wake costs at most that long.
     pub fn park(&self, seq: u32, deadline: Option<Instant>) -> bool {
         loop {
-            let until = earliest(deadline, recheck_after(WaitStrategy::ADAPTIVE.max_park));
+            let cap = if membarrier::registered() { WaitStrategy::ADAPTIVE.max_park } else { FALLBACK_PARK };
+            let until = earliest(deadline, recheck_after(cap));
             let out = wait(&self.seq, seq, until);
             // Relaxed: whoever acts on the notification re-checks under its own lock.
             if out != WaitOutcome::TimedOut || self.seq.load(Ordering::Relaxed) != seq {
@@ -345,15 +357,21 @@ impl WaitCell {
     }
 
     /// Wakes up to `n` parked waiters. Call after making the condition true.
+    #[inline]
     pub fn notify(&self, n: u32) {
         // SYNC(sleepers): orders the caller's condition store before the `sleepers` load;
-        // pairs with the waiter's fence.
-        fence(Ordering::SeqCst);
+        // pairs with the waiter's heavy fence (a membarrier, or a SeqCst fence).
+        membarrier::light();
         if self.sleepers.load(Ordering::Relaxed) != 0 {
-            // Release is enough: the waiter's futex compares the value, not the data.
-            self.seq.fetch_add(1, Ordering::Release);
-            wake(&self.seq, n);
+            self.wake_sleepers(n);
         }
+    }
+
+    #[cold]
+    fn wake_sleepers(&self, n: u32) {
+        // Release is enough: the waiter's futex compares the value, not the data.
+        self.seq.fetch_add(1, Ordering::Release);
+        wake(&self.seq, n);
     }
 
     /// How many waiters are parked or about to park (a hint: it may change at once).

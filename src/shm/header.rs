@@ -99,6 +99,11 @@ impl Kind {
             6 => "event",
             7 => "condition",
             8 => "barrier",
+            9 => "queue",
+            10 => "joinable-queue",
+            11 => "frame-queue",
+            12 => "serde-queue",
+            13 => "spsc-queue",
             c if c & USER_BIT != 0 => "user",
             _ => "unknown",
         }

@@ -62,6 +62,9 @@ struct Mapping {
 
 impl Mapping {
     fn new(len: usize, fd: Option<BorrowedFd<'_>>) -> io::Result<Mapping> {
+        // Every process that maps shared memory joins the asymmetric-fence scheme that
+        // wait cells rely on (see `util::membarrier`).
+        crate::util::membarrier::init();
         let (flags, raw_fd) = match fd {
             Some(fd) => (libc::MAP_SHARED, fd.as_raw_fd()),
             None => (libc::MAP_SHARED | libc::MAP_ANONYMOUS, -1),

@@ -3,5 +3,6 @@
 pub(crate) mod backoff;
 #[cfg(not(loom))]
 pub mod child;
+pub(crate) mod membarrier;
 #[cfg(not(loom))]
 pub mod proc;

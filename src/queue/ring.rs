@@ -1,0 +1,506 @@
+//! A ring mapped in this process: the segment, the validated geometry, this process's
+//! member record, and the waiting and liveness logic shared by every queue type.
+
+use std::ptr::NonNull;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::error::{QueueCreateError, QueueOpenError};
+use super::raw::{mpmc, spsc, Geometry, GeometryError, RingCtl, SlotArray, FLAVOR_MPMC, MEMBERS};
+use crate::futex::{TimedOut, WaitCell};
+use crate::primitive::atomic::{AtomicU64, AtomicUsize, Ordering};
+use crate::shm::{Kind, Layout, Offset, Segment, Shareable};
+use crate::util::proc::{Liveness, ProcessToken};
+
+// SAFETY: atomics, WaitCells and cache padding, `#[repr(C)]`; every bit pattern is a state
+// the algorithms either use or report as corrupted.
+unsafe impl Shareable for RingCtl {}
+
+/// How long a slot may stay claimed by a writer (reader) before the survivors ask whether
+/// that process still lives. A live one is never skipped, however slow.
+pub(crate) const STUCK_CHECK: Duration = Duration::from_millis(2);
+
+/// How often a blocked side re-checks whether its peers still live.
+pub(crate) const PEER_CHECK: Duration = Duration::from_millis(50);
+
+/// Slots over raw segment memory.
+pub(crate) struct ShmSlots {
+    base: NonNull<u8>,
+    stride: usize,
+    stamp: usize,
+}
+
+impl SlotArray for ShmSlots {
+    #[inline(always)]
+    fn stamp(&self, idx: usize) -> &AtomicU64 {
+        // SAFETY: `idx` is masked below `slots`, the array was bounds-checked at attach, the
+        // stride is a multiple of 8 and the base 64-aligned; the stamp is only accessed
+        // atomically, and the mapping outlives `&self`.
+        unsafe { &*self.base.as_ptr().add(idx * self.stride).cast::<AtomicU64>() }
+    }
+
+    #[inline(always)]
+    unsafe fn write(&self, idx: usize, f: impl FnOnce(*mut u8)) {
+        // SAFETY: in bounds as in `stamp`; the caller owns the slot.
+        f(unsafe { self.base.as_ptr().add(idx * self.stride + self.stamp) })
+    }
+
+    #[inline(always)]
+    unsafe fn read<R>(&self, idx: usize, f: impl FnOnce(*const u8) -> R) -> R {
+        // SAFETY: in bounds as in `stamp`; the caller owns the slot.
+        f(unsafe { self.base.as_ptr().add(idx * self.stride + self.stamp) })
+    }
+}
+
+/// Which handles a process holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Role {
+    Sender,
+    Receiver,
+}
+
+/// A ring in this process. Shared (`Arc`) by every handle of the ring in the process, and
+/// copied into children by `fork`.
+pub(crate) struct Ring {
+    seg: Arc<Segment>,
+    ctl: NonNull<RingCtl>,
+    pub(crate) slots: ShmSlots,
+    pub(crate) geo: Geometry,
+    /// `pid << 32 | member index + 1` once this process has a member record; other values
+    /// (another pid: inherited by fork) mean "not yet in this process".
+    reg: AtomicU64,
+    /// Handles of each role alive in this process.
+    senders: AtomicUsize,
+    receivers: AtomicUsize,
+    /// The slot stamp this process last found stuck, and since when (ns after `EPOCH`).
+    stuck_stamp: AtomicU64,
+    stuck_since: AtomicU64,
+    /// Whether recovered slots also settle `unfinished` (a JoinableQueue).
+    pub(crate) joinable: bool,
+}
+
+/// Process-local time origin for `stuck_since`.
+static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+
+fn now_ns() -> u64 {
+    EPOCH.get_or_init(Instant::now).elapsed().as_nanos() as u64
+}
+
+// SAFETY: the pointers refer into the segment that `seg` keeps mapped; all shared state is
+// atomic.
+unsafe impl Send for Ring {}
+// SAFETY: as above.
+unsafe impl Sync for Ring {}
+
+impl std::fmt::Debug for Ring {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ring").field("geometry", &self.geo).field("len", &self.len()).finish()
+    }
+}
+
+const REGISTERING: u64 = u32::MAX as u64;
+
+impl Ring {
+    /// The segment layout for a geometry: control block, then the slots at a 64-aligned offset.
+    fn layout(geo: &Geometry) -> Result<(Offset<RingCtl>, usize, usize), GeometryError> {
+        let mut l = Layout::new();
+        let ctl = l.push::<RingCtl>();
+        let slots_at = l.size().div_ceil(128) * 128;
+        let total = slots_at.checked_add(geo.slots_bytes().ok_or(GeometryError::TooLarge)?);
+        let total = total.ok_or(GeometryError::TooLarge)?;
+        Ok((ctl, slots_at, total))
+    }
+
+    /// Bytes a ring of this geometry needs in a segment (for callers placing it themselves).
+    pub(crate) fn size_for(geo: &Geometry) -> Result<usize, GeometryError> {
+        Ok(Self::layout(geo)?.2)
+    }
+
+    /// A new ring in a new segment: `named` or anonymous.
+    pub(crate) fn create(kind: Kind, geo: Geometry, named: Option<&str>) -> Result<Ring, QueueCreateError> {
+        let (_, _, total) = Self::layout(&geo)?;
+        let builder = Segment::builder(kind, total);
+        let seg = match named {
+            Some(name) => builder.named(name)?,
+            None => builder.anonymous()?,
+        };
+        // The payload is fresh zeroed memory: initialise it before the segment is published
+        // (openers wait for publication), then keep the same mapping.
+        let (ctl, slots) = Self::pointers(&seg, &geo, 0)?;
+        let ring = Ring::from_parts(Arc::new(seg.publish()), ctl, slots, geo);
+        ring.init();
+        Ok(ring)
+    }
+
+    /// Finishes a ring whose memory is fresh: writes geometry and stamps.
+    fn init(&self) {
+        self.geo.init(self.ctl());
+        if self.geo.flavor == FLAVOR_MPMC {
+            mpmc::init(&self.slots, &self.geo);
+        }
+    }
+
+    fn attach_unchecked(seg: Arc<Segment>, geo: Geometry, at: usize) -> Result<Ring, QueueCreateError> {
+        let (ctl, slots) = Self::pointers(&seg, &geo, at)?;
+        Ok(Ring::from_parts(seg, ctl, slots, geo))
+    }
+
+    fn from_parts(seg: Arc<Segment>, ctl: NonNull<RingCtl>, slots: ShmSlots, geo: Geometry) -> Ring {
+        Ring {
+            seg,
+            ctl,
+            slots,
+            geo,
+            reg: AtomicU64::new(0),
+            senders: AtomicUsize::new(0),
+            receivers: AtomicUsize::new(0),
+            stuck_stamp: AtomicU64::new(0),
+            stuck_since: AtomicU64::new(0),
+            joinable: false,
+        }
+    }
+
+    /// Whether the process named `pid` in slot stamp `stamp` is dead, asked only once the
+    /// same stamp has been seen for [`STUCK_CHECK`] (by any thread of this process), and then
+    /// at most every [`STUCK_CHECK`]: a live claimer is never skipped, however slow.
+    pub(crate) fn claimer_dead(&self, stamp: u64, pid: u32) -> bool {
+        // Relaxed: a per-process heuristic; races only shift when the check happens. A
+        // claimer that is alive finishes within nanoseconds, so the first sightings of a
+        // stamp only record it (no clock read on the hot path).
+        if self.stuck_stamp.load(Ordering::Relaxed) != stamp {
+            self.stuck_stamp.store(stamp, Ordering::Relaxed);
+            self.stuck_since.store(0, Ordering::Relaxed);
+            return false;
+        }
+        let now = now_ns().max(1);
+        let since = self.stuck_since.load(Ordering::Relaxed);
+        if since == 0 {
+            self.stuck_since.store(now, Ordering::Relaxed);
+            return false;
+        }
+        if now.saturating_sub(since) < STUCK_CHECK.as_nanos() as u64 {
+            return false;
+        }
+        self.stuck_since.store(now, Ordering::Relaxed);
+        self.pid_liveness(pid) == Liveness::Dead
+    }
+
+    /// The control block and slots of a ring at payload offset `at`, bounds-checked.
+    fn pointers(
+        seg: &Segment,
+        geo: &Geometry,
+        at: usize,
+    ) -> Result<(NonNull<RingCtl>, ShmSlots), QueueCreateError> {
+        let (ctl_off, slots_at, total) = Self::layout(geo)?;
+        let end = at.checked_add(total).ok_or(GeometryError::TooLarge)?;
+        if end > seg.payload_len() || at % 128 != 0 {
+            return Err(QueueCreateError::Geometry(GeometryError::Mismatch("ring does not fit its segment")));
+        }
+        let ctl = NonNull::from(seg.get(Offset::<RingCtl>::new(at + ctl_off.get()))?);
+        // SAFETY: `at + slots_at + slots_bytes <= payload_len` (checked above).
+        let base = unsafe { seg.payload_ptr().add(at + slots_at) };
+        let stamp = if geo.flavor == FLAVOR_MPMC { 8 } else { 0 };
+        Ok((ctl, ShmSlots { base, stride: geo.stride(), stamp }))
+    }
+
+    /// Opens the ring of a named segment, checking kind (by `Segment::open`) and geometry.
+    pub(crate) fn open(
+        name: &str,
+        kind: Kind,
+        flavor: u32,
+        elem_size: usize,
+        timeout: Option<Duration>,
+    ) -> Result<Ring, QueueOpenError> {
+        let seg = match timeout {
+            Some(t) => Segment::open_timeout(name, kind, t)?,
+            None => Segment::open(name, kind)?,
+        };
+        Self::at_existing(Arc::new(seg), 0, flavor, elem_size)
+    }
+
+    /// The ring at payload offset `at` of `seg`, written earlier by [`Ring::at_new`].
+    pub(crate) fn at_existing(
+        seg: Arc<Segment>,
+        at: usize,
+        flavor: u32,
+        elem_size: usize,
+    ) -> Result<Ring, QueueOpenError> {
+        if at % 128 != 0 {
+            return Err(QueueOpenError::Geometry(GeometryError::Mismatch("ring offset not 128-aligned")));
+        }
+        let ctl_size = std::mem::size_of::<RingCtl>();
+        if at.checked_add(ctl_size).is_none_or(|end| end > seg.payload_len()) {
+            return Err(QueueOpenError::Geometry(GeometryError::Mismatch("segment too small for a ring")));
+        }
+        let ctl: &RingCtl = seg.get(Offset::new(at)).map_err(|_| GeometryError::Mismatch("ring offset"))?;
+        let geo = Geometry::read(ctl, flavor, elem_size)?;
+        Self::attach_unchecked(seg, geo, at).map_err(|e| match e {
+            QueueCreateError::Geometry(g) => QueueOpenError::Geometry(g),
+            _ => QueueOpenError::Geometry(GeometryError::Mismatch("ring does not fit its segment")),
+        })
+    }
+
+    /// A fresh ring at payload offset `at` of a caller's segment (the memory must be zeroed
+    /// and not yet used by anyone).
+    pub(crate) fn at_new(seg: Arc<Segment>, at: usize, geo: Geometry) -> Result<Ring, QueueCreateError> {
+        let ring = Self::attach_unchecked(seg, geo, at)?;
+        ring.init();
+        Ok(ring)
+    }
+
+    #[inline(always)]
+    pub(crate) fn ctl(&self) -> &RingCtl {
+        // SAFETY: checked in bounds and aligned at attach; the Arc keeps the mapping alive.
+        unsafe { self.ctl.as_ref() }
+    }
+
+    pub(crate) fn segment(&self) -> &Arc<Segment> {
+        &self.seg
+    }
+
+    /// This process's pid, registering a member record for it if it has none yet (the
+    /// first use after `fork`). Costs one load and a compare on the hot path.
+    #[inline(always)]
+    pub(crate) fn me(&self) -> u32 {
+        let pid = ProcessToken::current().pid;
+        // Relaxed: `reg` is process-local bookkeeping; the member record it names is
+        // written before `reg` is (by the same process).
+        if (self.reg.load(Ordering::Relaxed) >> 32) as u32 != pid {
+            self.register(pid);
+        }
+        pid
+    }
+
+    #[cold]
+    fn register(&self, pid: u32) {
+        loop {
+            // Acquire: see the record a sibling thread registered.
+            let cur = self.reg.load(Ordering::Acquire);
+            if (cur >> 32) as u32 == pid {
+                if cur & 0xffff_ffff != REGISTERING {
+                    return;
+                }
+                crate::primitive::thread::yield_now();
+                continue;
+            }
+            let busy = (pid as u64) << 32 | REGISTERING;
+            // Acquire/Relaxed: only one thread of the process registers.
+            if self.reg.compare_exchange(cur, busy, Ordering::Acquire, Ordering::Relaxed).is_err() {
+                continue;
+            }
+            let idx = self.claim_member(pid);
+            // Release: the record is written before other threads use `reg`.
+            self.reg.store((pid as u64) << 32 | (idx.map_or(0, |i| i as u64 + 1)), Ordering::Release);
+            return;
+        }
+    }
+
+    /// Claims a member record for `pid` with our current role flags. `None` if the table is
+    /// full (then `overflow` is set and death never disconnects this ring).
+    fn claim_member(&self, pid: u32) -> Option<usize> {
+        let token = ProcessToken::current();
+        let ctl = self.ctl();
+        for _round in 0..2 {
+            for (i, m) in ctl.members.iter().enumerate() {
+                // Relaxed: a claimed record is re-validated by its start time below.
+                let p = m.pid.load(Ordering::Relaxed);
+                let free = p == 0 || (p == pid && m.start.load(Ordering::Relaxed) != token.start);
+                // AcqRel: the record's old fields are ours to overwrite after the claim.
+                if free && m.pid.compare_exchange(p, pid, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
+                    m.start.store(token.start, Ordering::Release);
+                    m.senders.store(self.senders.load(Ordering::Relaxed).min(1) as u32, Ordering::Release);
+                    m.receivers
+                        .store(self.receivers.load(Ordering::Relaxed).min(1) as u32, Ordering::Release);
+                    return Some(i);
+                }
+            }
+            // Full: free the records of dead processes and try once more.
+            self.reap_members();
+        }
+        ctl.overflow.store(1, Ordering::Relaxed);
+        None
+    }
+
+    fn member(&self) -> Option<&super::raw::Member> {
+        // Relaxed: process-local bookkeeping (see `me`).
+        let reg = self.reg.load(Ordering::Relaxed);
+        let pid = ProcessToken::current().pid;
+        let idx = (reg & 0xffff_ffff) as usize;
+        if (reg >> 32) as u32 != pid || idx == 0 || idx > MEMBERS {
+            return None;
+        }
+        self.ctl().members.get(idx - 1)
+    }
+
+    /// A handle of `role` was made in this process.
+    pub(crate) fn add_handle(&self, role: Role) {
+        let count = match role {
+            Role::Sender => &self.senders,
+            Role::Receiver => &self.receivers,
+        };
+        // Relaxed: process-local counts; the member flag is what other processes read.
+        if count.fetch_add(1, Ordering::Relaxed) == 0 {
+            self.me();
+            if let Some(m) = self.member() {
+                let flag = if role == Role::Sender { &m.senders } else { &m.receivers };
+                flag.store(1, Ordering::Release);
+            }
+        }
+    }
+
+    /// A handle of `role` was dropped in this process.
+    pub(crate) fn drop_handle(&self, role: Role) -> bool {
+        let count = match role {
+            Role::Sender => &self.senders,
+            Role::Receiver => &self.receivers,
+        };
+        // Relaxed: as in `add_handle`.
+        let last = count.fetch_sub(1, Ordering::Relaxed) == 1;
+        if last {
+            if let Some(m) = self.member() {
+                let flag = if role == Role::Sender { &m.senders } else { &m.receivers };
+                flag.store(0, Ordering::Release);
+                if role == Role::Sender {
+                    // Wake receivers so they notice there may be no sender left.
+                    self.ctl().not_empty.notify_all();
+                } else {
+                    self.ctl().not_full.notify_all();
+                }
+                if m.senders.load(Ordering::Relaxed) == 0 && m.receivers.load(Ordering::Relaxed) == 0 {
+                    // Release: our last writes to the ring happen before the record is reused.
+                    m.pid.store(0, Ordering::Release);
+                    self.reg.store(0, Ordering::Relaxed);
+                }
+            }
+        }
+        last
+    }
+
+    /// Frees member records of processes that died.
+    fn reap_members(&self) {
+        for m in &self.ctl().members {
+            // Acquire: pairs with the Release stores when the record was claimed.
+            let pid = m.pid.load(Ordering::Acquire);
+            if pid == 0 {
+                continue;
+            }
+            let start = m.start.load(Ordering::Acquire);
+            if (ProcessToken { pid, start }).liveness() == Liveness::Dead {
+                // Relaxed/Relaxed: only the pid's owner or a reaper writes it.
+                let _ = m.pid.compare_exchange(pid, 0, Ordering::AcqRel, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Whether some live process (other than a dead one) holds a handle of `role`. Dead
+    /// processes' records are freed on the way. True if the table overflowed.
+    pub(crate) fn peers_alive(&self, role: Role) -> bool {
+        let ctl = self.ctl();
+        // Relaxed: overflow is sticky and only ever makes us more patient.
+        if ctl.overflow.load(Ordering::Relaxed) != 0 {
+            return true;
+        }
+        let mut any = false;
+        for m in &ctl.members {
+            // Acquire: pairs with the Release stores when the record was claimed.
+            let pid = m.pid.load(Ordering::Acquire);
+            if pid == 0 {
+                continue;
+            }
+            let flag = if role == Role::Sender { &m.senders } else { &m.receivers };
+            if flag.load(Ordering::Acquire) == 0 {
+                continue;
+            }
+            let start = m.start.load(Ordering::Acquire);
+            match (ProcessToken { pid, start }).liveness() {
+                Liveness::Dead => {
+                    let _ = m.pid.compare_exchange(pid, 0, Ordering::AcqRel, Ordering::Relaxed);
+                }
+                _ => any = true,
+            }
+        }
+        any
+    }
+
+    /// Liveness of a process named in a stamp: by its member record's start time if it has
+    /// one, else by pid alone.
+    pub(crate) fn pid_liveness(&self, pid: u32) -> Liveness {
+        for m in &self.ctl().members {
+            // Acquire: see `peers_alive`.
+            if m.pid.load(Ordering::Acquire) == pid {
+                let start = m.start.load(Ordering::Acquire);
+                return (ProcessToken { pid, start }).liveness();
+            }
+        }
+        (ProcessToken { pid, start: 0 }).liveness()
+    }
+
+    /// Whether `close()` was called.
+    #[inline(always)]
+    pub(crate) fn is_closed(&self) -> bool {
+        // Acquire: messages sent before close are visible to a receiver that drains after.
+        self.ctl().closed.load(Ordering::Acquire) != 0
+    }
+
+    /// Closes the ring and wakes everyone.
+    pub(crate) fn close(&self) {
+        // Release: see `is_closed`.
+        self.ctl().closed.store(1, Ordering::Release);
+        self.ctl().not_empty.notify_all();
+        self.ctl().not_full.notify_all();
+        self.ctl().all_done.notify_all();
+    }
+
+    /// Messages in the ring now (approximate while others run).
+    pub(crate) fn len(&self) -> usize {
+        let n = if self.geo.flavor == FLAVOR_MPMC {
+            mpmc::len(self.ctl(), &self.geo)
+        } else {
+            spsc::len(self.ctl(), &self.geo)
+        };
+        n as usize
+    }
+}
+
+/// State a blocked operation keeps between polls: when it last checked its peers.
+pub(crate) struct Patience {
+    polls: u32,
+    started: Option<Instant>,
+    last_peer_check: Option<Instant>,
+}
+
+/// Polls before a blocked operation starts reading the clock (the spin phase).
+const QUIET_POLLS: u32 = 256;
+
+impl Patience {
+    pub(crate) fn new() -> Self {
+        Patience { polls: 0, started: None, last_peer_check: None }
+    }
+
+    /// Counts a poll; true once it is time for the (expensive) peer check.
+    pub(crate) fn peer_check_due(&mut self) -> bool {
+        self.polls = self.polls.saturating_add(1);
+        if self.polls < QUIET_POLLS {
+            return false;
+        }
+        let now = Instant::now();
+        let start = *self.started.get_or_insert(now);
+        let due = match self.last_peer_check {
+            None => now.duration_since(start) >= PEER_CHECK / 10,
+            Some(t) => now.duration_since(t) >= PEER_CHECK,
+        };
+        if due {
+            self.last_peer_check = Some(now);
+        }
+        due
+    }
+}
+
+/// Blocks on `cell` until `poll` gives a result or `deadline` passes.
+pub(crate) fn block<R>(
+    cell: &WaitCell,
+    deadline: Option<Instant>,
+    poll: impl FnMut() -> Option<R>,
+) -> Result<R, TimedOut> {
+    cell.wait_for(poll, deadline)
+}
