@@ -111,3 +111,89 @@ pub fn sync_state(data: &[u8]) {
     bar.reset();
     assert!(!bar.is_broken());
 }
+
+/// A frame slot's bytes as a hostile peer could leave them: the first two bytes choose the
+/// queue's maximum frame size, the rest is the slot. Decoding gives an error or exactly the
+/// declared number of bytes, never more than the maximum and never a read past the slot.
+pub fn queue_frame(data: &[u8]) {
+    let (max, slot) = match data {
+        [a, b, rest @ ..] => (u16::from_le_bytes([*a, *b]) as usize, rest),
+        _ => (0, data),
+    };
+    if let Ok(msg) = crate::queue::decode_frame(slot, max) {
+        assert!(msg.len() <= max);
+        let declared = u32::from_le_bytes(slot[..4].try_into().expect("4-byte prefix")) as usize;
+        assert_eq!(msg.len(), declared);
+        assert_eq!(msg, &slot[4..4 + declared]);
+    }
+}
+
+/// Arbitrary bytes as the shared memory of an MPMC queue, an SPSC queue and a frame queue
+/// (control block, member records, stamps, lengths): opening validates the geometry, and
+/// every operation afterwards returns a value or a typed error within its timeout, never a
+/// panic, a hang or an out-of-bounds access. Bit 0 of the first byte writes a valid
+/// geometry over the garbage so the fuzzer reaches the ring algorithms.
+pub fn queue_state(data: &[u8]) {
+    use std::sync::Arc;
+
+    use crate::queue::raw::{Geometry, FLAVOR_MPMC, FLAVOR_SPSC};
+    use crate::queue::ring::Ring;
+    use crate::queue::{FrameQueue, Queue};
+
+    let fix = data.first().is_some_and(|b| b & 1 != 0);
+    let load = |geo: Geometry| -> Option<Arc<Segment>> {
+        let size = Ring::size_for(&geo).ok()?;
+        let seg = Arc::new(Segment::anonymous(Kind::RAW, size).expect("anonymous segment"));
+        let n = data.len().min(size);
+        // SAFETY: `n` bytes fit the payload; nobody else maps this fresh segment.
+        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), seg.payload_ptr().as_ptr(), n) };
+        if fix {
+            let ctl = seg.get(crate::shm::Offset::new(0)).expect("control block fits");
+            geo.init(ctl);
+        }
+        Some(seg)
+    };
+    let zero = Duration::ZERO;
+
+    let geo = Geometry::new(FLAVOR_MPMC, 8, 4).expect("geometry");
+    if let Ok(q) = Queue::<u64>::open_at(load(geo).expect("segment"), 0) {
+        for i in 0..6u64 {
+            let _ = q.try_send(i);
+            let _ = q.try_recv();
+        }
+        let _ = q.send_timeout(7, zero);
+        let _ = q.recv_timeout(zero);
+        assert!(q.len() <= q.capacity());
+        let _ = q.stats();
+    }
+
+    let geo = Geometry::new(FLAVOR_SPSC, 8, 3).expect("geometry");
+    let seg = load(geo).expect("segment");
+    if let Ok(ring) = Ring::at_existing(seg, 0, FLAVOR_SPSC, 8) {
+        let (tx, rx) = crate::queue::spsc::ends::<u64>(Arc::new(ring));
+        let _ = tx.try_send_slice(&[1, 2, 3, 4]);
+        let mut buf = [0u64; 5];
+        if let Ok(n) = rx.try_recv_into(&mut buf) {
+            assert!(n <= 5);
+        }
+        let _ = tx.send_timeout(9, zero);
+        let _ = rx.recv_timeout(zero);
+        assert!(tx.len() <= tx.capacity());
+    }
+
+    let geo = Geometry::new(FLAVOR_MPMC, 4 + 16, 2).expect("geometry");
+    let seg = load(geo).expect("segment");
+    if let Ok(ring) = Ring::at_existing(seg, 0, FLAVOR_MPMC, 4 + 16) {
+        let q = FrameQueue::from_arc(Arc::new(ring));
+        let _ = q.try_send_bytes(b"frame");
+        for _ in 0..3 {
+            if let Ok(m) = q.try_recv_bytes() {
+                assert!(m.len() <= 16);
+            }
+        }
+        let mut buf = [0u8; 16];
+        let _ = q.recv_with(crate::queue::core::Wait::Until(Some(std::time::Instant::now())), |m| {
+            buf[..m.len()].copy_from_slice(m)
+        });
+    }
+}

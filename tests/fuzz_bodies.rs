@@ -206,3 +206,98 @@ proptest! {
         open_matches_model(&bytes, SEED_KIND)?;
     }
 }
+
+/// The payload of a real MPMC queue of four u64 after a few operations: a starting point the
+/// mutations below stay close to, so they reach the ring algorithms.
+fn queue_snapshot() -> Vec<u8> {
+    use std::sync::Arc;
+    let size = shmkit::queue::Queue::<u64>::size_for(4).unwrap();
+    let seg = Arc::new(Segment::anonymous(Kind::RAW, size).unwrap());
+    let q = shmkit::queue::Queue::<u64>::create_at(seg.clone(), 0, 4).unwrap();
+    for i in 0..3 {
+        q.try_send(i).unwrap();
+    }
+    assert_eq!(q.try_recv(), Ok(0));
+    // SAFETY: the payload is `payload_len` bytes of our own mapping; only atomics write it and
+    // nobody else runs.
+    unsafe { std::slice::from_raw_parts(seg.payload_ptr().as_ptr(), seg.payload_len()).to_vec() }
+}
+
+#[test]
+fn queue_frame_seeds() {
+    let max = 16u16.to_le_bytes();
+    let frame = |len: u32, body: &[u8]| [&max[..], &len.to_le_bytes()[..], body].concat();
+    for seed in [
+        frame(5, b"hello"),
+        frame(0, b""),
+        frame(16, &[7; 16]),
+        frame(17, &[7; 17]),
+        frame(u32::MAX, &[1; 8]),
+        frame(9, b"short"),
+        vec![],
+        vec![1, 2, 3],
+    ] {
+        shmkit::__fuzz::queue_frame(&seed);
+    }
+    assert_eq!(shmkit::queue::decode_frame(&frame(5, b"hello")[2..], 16), Ok(&b"hello"[..]));
+    assert!(shmkit::queue::decode_frame(&frame(17, &[7; 17])[2..], 16).is_err());
+    assert!(shmkit::queue::decode_frame(&frame(9, b"short")[2..], 16).is_err());
+}
+
+#[test]
+fn queue_state_seeds() {
+    let snap = queue_snapshot();
+    {
+        // The snapshot is a valid queue: the body's MPMC part opens it and reaches the rings.
+        use std::sync::Arc;
+        let seg = Arc::new(Segment::anonymous(Kind::RAW, snap.len()).unwrap());
+        // SAFETY: `snap.len()` bytes fit the fresh payload; nobody else maps it.
+        unsafe { std::ptr::copy_nonoverlapping(snap.as_ptr(), seg.payload_ptr().as_ptr(), snap.len()) };
+        let q = shmkit::queue::Queue::<u64>::open_at(seg, 0).expect("snapshot opens");
+        assert_eq!(q.try_recv(), Ok(1));
+        assert_eq!(q.try_recv(), Ok(2));
+        assert_eq!(q.try_recv(), Err(shmkit::queue::RecvError::Empty));
+    }
+    shmkit::__fuzz::queue_state(&snap);
+    let mut fixed = snap.clone();
+    fixed[0] |= 1;
+    shmkit::__fuzz::queue_state(&fixed);
+    shmkit::__fuzz::queue_state(&[]);
+    shmkit::__fuzz::queue_state(&[0xff; 4096]);
+    shmkit::__fuzz::queue_state(&[0x01; 4096]);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+    #[test]
+    fn queue_frame_random(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
+        shmkit::__fuzz::queue_frame(&bytes);
+    }
+}
+
+proptest! {
+    // Each case maps three segments.
+    #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+    #[test]
+    fn queue_state_random(bytes in proptest::collection::vec(any::<u8>(), 0..1200)) {
+        shmkit::__fuzz::queue_state(&bytes);
+    }
+
+    #[test]
+    fn queue_state_mutated(
+        flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..12),
+        fix in any::<bool>(),
+    ) {
+        let mut bytes = queue_snapshot();
+        for (at, v) in flips {
+            let i = at.index(bytes.len());
+            bytes[i] = v;
+        }
+        if fix {
+            bytes[0] |= 1;
+        }
+        shmkit::__fuzz::queue_state(&bytes);
+    }
+}

@@ -74,7 +74,7 @@ fn frame_geometry(capacity: usize, max_frame: usize) -> Result<Geometry, QueueCr
 }
 
 impl FrameQueue {
-    fn from_arc(ring: Arc<Ring>) -> Self {
+    pub(crate) fn from_arc(ring: Arc<Ring>) -> Self {
         ring.add_handle(Role::Sender);
         ring.add_handle(Role::Receiver);
         FrameQueue { ring }

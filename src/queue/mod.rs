@@ -30,8 +30,10 @@
 //! - Receivers blocked on a queue whose every sender process has died (or dropped its
 //!   handles) drain it and get [`RecvError::Disconnected`]; senders blocked on a full queue
 //!   whose every receiver died get [`SendError::Disconnected`]. A process counts as a sender
-//!   or receiver from its first use of a handle (so a child forked with a handle counts once
-//!   it sends, receives or clones it).
+//!   or receiver from the moment it holds a handle: made, opened, cloned, or inherited
+//!   through `fork` (a `pthread_atfork` handler gives the child its own member record before
+//!   `fork` returns). A queue has 64 member records; when they run out, death no longer
+//!   disconnects that queue (a live holder could not be told apart from a dead one).
 //! - Impossible indices or stamps (a peer wrote garbage) give `Corrupted`; every index is
 //!   masked with the process's own copy of the geometry and every frame length is checked,
 //!   so corruption can never cause an out-of-bounds access.
@@ -41,14 +43,14 @@ pub(crate) mod core;
 #[cfg(not(loom))]
 mod error;
 #[cfg(not(loom))]
-mod frames;
+pub(crate) mod frames;
 #[cfg(not(loom))]
 mod mpmc;
 pub mod raw;
 #[cfg(not(loom))]
 pub(crate) mod ring;
 #[cfg(not(loom))]
-mod spsc;
+pub(crate) mod spsc;
 
 #[cfg(not(loom))]
 pub use error::{QueueCreateError, QueueOpenError, RecvError, SendError, TaskDoneError};

@@ -92,9 +92,11 @@ impl<T> Clone for Receiver<T> {
 
 impl<T: Pod> Sender<T> {
     fn send_with(&self, v: T, wait: Wait) -> Result<(), SendError<T>> {
-        // SAFETY (of the write): the slot holds `size_of::<T>()` payload bytes.
-        core::send(&self.h.ring, wait, |p| unsafe { p.cast::<T>().write_unaligned(v) })
-            .map_err(|f| send_error(f, v))
+        core::send(&self.h.ring, wait, |p| {
+            // SAFETY: the slot holds `size_of::<T>()` payload bytes and we own it.
+            unsafe { p.cast::<T>().write_unaligned(v) }
+        })
+        .map_err(|f| send_error(f, v))
     }
 
     /// Sends `v`, blocking while the queue is full.
@@ -127,8 +129,11 @@ impl<T: Pod> Sender<T> {
 
 impl<T: Pod> Receiver<T> {
     fn recv_with(&self, wait: Wait) -> Result<T, RecvError> {
-        // SAFETY (of the read): the slot holds `size_of::<T>()` bytes; any bytes are a valid T.
-        core::recv(&self.h.ring, wait, |p| unsafe { p.cast::<T>().read_unaligned() }).map_err(RecvFail::into)
+        core::recv(&self.h.ring, wait, |p| {
+            // SAFETY: the slot holds `size_of::<T>()` bytes and we own it; any bytes are a T.
+            unsafe { p.cast::<T>().read_unaligned() }
+        })
+        .map_err(RecvFail::into)
     }
 
     /// Receives a message, blocking while the queue is empty.

@@ -531,7 +531,12 @@ pub mod mpmc {
                 ) {
                     Ok(_) => {
                         // AcqRel: a helper chain carries "stamp claimed" to later producers.
-                        let _ = ctl.tail.compare_exchange(pos, pos + 1, Ordering::AcqRel, Ordering::Relaxed);
+                        let _ = ctl.tail.compare_exchange(
+                            pos,
+                            pos.wrapping_add(1),
+                            Ordering::AcqRel,
+                            Ordering::Relaxed,
+                        );
                         // SAFETY: we hold the slot in WRITING; the caller bounds the write.
                         unsafe { slots.write(idx, write) };
                         // SYNC(stamp): Release publishes the payload; pairs with the
@@ -547,11 +552,13 @@ pub mod mpmc {
             let st = decode(seen);
             let d = distance(st.pos, pos);
             if d == 0 && st.phase == EMPTY {
-                // Lost a race for this exact stamp value? Retry the same position.
-                continue;
+                // Not the exact EMPTY stamp (the CAS above fails only on a different value):
+                // an EMPTY phase naming a process is never written.
+                return Err(PushStop::Corrupted);
             } else if d == 0 {
                 // Someone claimed `pos` and may have died before moving `tail`: help.
-                let _ = ctl.tail.compare_exchange(pos, pos + 1, Ordering::AcqRel, Ordering::Relaxed);
+                let _ =
+                    ctl.tail.compare_exchange(pos, pos.wrapping_add(1), Ordering::AcqRel, Ordering::Relaxed);
                 pos = ctl.tail.load(Ordering::Acquire);
             } else if d < 0 {
                 // The slot still serves the previous lap.
@@ -612,11 +619,16 @@ pub mod mpmc {
                     Ordering::Acquire,
                 ) {
                     Ok(_) => {
-                        let _ = ctl.head.compare_exchange(pos, pos + 1, Ordering::AcqRel, Ordering::Relaxed);
+                        let _ = ctl.head.compare_exchange(
+                            pos,
+                            pos.wrapping_add(1),
+                            Ordering::AcqRel,
+                            Ordering::Relaxed,
+                        );
                         // SAFETY: we hold the slot in READING; the caller bounds the read.
                         let r = unsafe { slots.read(idx, read) };
                         // Release: our copy-out happens before a producer's copy-in.
-                        cell.store(encode(pos + g.slots, EMPTY, 0), Ordering::Release);
+                        cell.store(encode(pos.wrapping_add(g.slots), EMPTY, 0), Ordering::Release);
                         return Ok(r);
                     }
                     Err(now) => now,
@@ -628,7 +640,8 @@ pub mod mpmc {
             let d = distance(st.pos, pos);
             if d == 0 {
                 match st.phase {
-                    FULL => continue,
+                    // Not the exact FULL stamp: a FULL phase naming a process is never written.
+                    FULL => return Err(PopStop::Corrupted),
                     EMPTY => {
                         let now = ctl.head.load(Ordering::Acquire);
                         if now != pos {
@@ -640,7 +653,12 @@ pub mod mpmc {
                     WRITING => return Err(PopStop::Writer { pos, stamp: seen, pid: st.pid }),
                     _ => {
                         // READING: another consumer took it; help `head` past it.
-                        let _ = ctl.head.compare_exchange(pos, pos + 1, Ordering::AcqRel, Ordering::Relaxed);
+                        let _ = ctl.head.compare_exchange(
+                            pos,
+                            pos.wrapping_add(1),
+                            Ordering::AcqRel,
+                            Ordering::Relaxed,
+                        );
                         pos = ctl.head.load(Ordering::Acquire);
                     }
                 }
@@ -686,9 +704,9 @@ pub mod mpmc {
         {
             return false;
         }
-        let _ = ctl.head.compare_exchange(pos, pos + 1, Ordering::AcqRel, Ordering::Relaxed);
+        let _ = ctl.head.compare_exchange(pos, pos.wrapping_add(1), Ordering::AcqRel, Ordering::Relaxed);
         // Release: as a normal pop's free.
-        cell.store(encode(pos + g.slots, EMPTY, 0), Ordering::Release);
+        cell.store(encode(pos.wrapping_add(g.slots), EMPTY, 0), Ordering::Release);
         ctl.abandoned.fetch_add(1, Ordering::Relaxed);
         true
     }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use super::error::{QueueCreateError, QueueOpenError};
 use super::raw::{mpmc, spsc, Geometry, GeometryError, RingCtl, SlotArray, FLAVOR_MPMC, MEMBERS};
 use crate::futex::{TimedOut, WaitCell};
-use crate::primitive::atomic::{AtomicU64, AtomicUsize, Ordering};
+use crate::primitive::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 use crate::shm::{Kind, Layout, Offset, Segment, Shareable};
 use crate::util::proc::{Liveness, ProcessToken};
 
@@ -77,6 +77,48 @@ pub(crate) struct Ring {
     stuck_since: AtomicU64,
     /// Whether recovered slots also settle `unfinished` (a JoinableQueue).
     pub(crate) joinable: bool,
+    /// Whether this ring is in `LIVE` (so forked children register at once).
+    listed: AtomicBool,
+}
+
+/// The MPMC rings this process holds handles of. A `pthread_atfork` child handler walks it
+/// so a forked child gets its own member record (as a sender and/or receiver, like its
+/// parent) before it returns from `fork`: otherwise a parent that forks senders and drops its
+/// own could see "no sender left" before the children first run. Lock-free, because a fork
+/// handler must not take a lock another thread might have held at the fork.
+static LIVE: [AtomicPtr<Ring>; LIVE_SLOTS] = [const { AtomicPtr::new(std::ptr::null_mut()) }; LIVE_SLOTS];
+const LIVE_SLOTS: usize = 256;
+static ATFORK: std::sync::Once = std::sync::Once::new();
+
+extern "C" fn register_rings_in_child() {
+    // SAFETY: getpid has no preconditions.
+    let pid = unsafe { libc::getpid() } as u32;
+    for slot in &LIVE {
+        // Acquire: pairs with the Release that listed the ring.
+        let ptr = slot.load(Ordering::Acquire);
+        // SAFETY: a listed ring is unlisted before it is freed, and no other thread exists in
+        // the child to free it; we only take a shared reference.
+        if let Some(ring) = unsafe { ptr.as_ref() } {
+            ring.register_as(pid, 0, false);
+        }
+    }
+}
+
+impl Drop for Ring {
+    fn drop(&mut self) {
+        if self.listed.load(Ordering::Relaxed) {
+            let me = self as *mut Ring;
+            for slot in &LIVE {
+                // AcqRel/Relaxed: only our own entry is cleared.
+                if slot
+                    .compare_exchange(me, std::ptr::null_mut(), Ordering::AcqRel, Ordering::Relaxed)
+                    .is_ok()
+                {
+                    break;
+                }
+            }
+        }
+    }
 }
 
 /// Process-local time origin for `stuck_since`.
@@ -157,6 +199,28 @@ impl Ring {
             stuck_stamp: AtomicU64::new(0),
             stuck_since: AtomicU64::new(0),
             joinable: false,
+            listed: AtomicBool::new(false),
+        }
+    }
+
+    /// Lists the ring for the fork handler (once; silently skipped when the list is full:
+    /// the child then registers on its first use instead).
+    fn list(&self) {
+        // AcqRel: one thread lists the ring.
+        if self.listed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        ATFORK.call_once(|| {
+            // SAFETY: registers a plain extern "C" handler; it only uses atomics, shared
+            // memory and getpid (no locks, no allocation).
+            unsafe { libc::pthread_atfork(None, None, Some(register_rings_in_child)) };
+        });
+        let me = self as *const Ring as *mut Ring;
+        for slot in &LIVE {
+            // Release: the ring is fully built before the fork handler can see it.
+            if slot.compare_exchange(std::ptr::null_mut(), me, Ordering::Release, Ordering::Relaxed).is_ok() {
+                return;
+            }
         }
     }
 
@@ -273,6 +337,14 @@ impl Ring {
 
     #[cold]
     fn register(&self, pid: u32) {
+        let start = ProcessToken::current().start;
+        self.register_as(pid, start, true);
+    }
+
+    /// Gives this process (`pid`, started at `start`, 0 if unknown) a member record, unless
+    /// it has one. `reap`: may free dead processes' records when the table is full (reads
+    /// procfs, so not from a fork handler).
+    fn register_as(&self, pid: u32, start: u64, reap: bool) {
         loop {
             // Acquire: see the record a sibling thread registered.
             let cur = self.reg.load(Ordering::Acquire);
@@ -288,7 +360,7 @@ impl Ring {
             if self.reg.compare_exchange(cur, busy, Ordering::Acquire, Ordering::Relaxed).is_err() {
                 continue;
             }
-            let idx = self.claim_member(pid);
+            let idx = self.claim_member(pid, start, reap);
             // Release: the record is written before other threads use `reg`.
             self.reg.store((pid as u64) << 32 | (idx.map_or(0, |i| i as u64 + 1)), Ordering::Release);
             return;
@@ -297,17 +369,16 @@ impl Ring {
 
     /// Claims a member record for `pid` with our current role flags. `None` if the table is
     /// full (then `overflow` is set and death never disconnects this ring).
-    fn claim_member(&self, pid: u32) -> Option<usize> {
-        let token = ProcessToken::current();
+    fn claim_member(&self, pid: u32, start: u64, reap: bool) -> Option<usize> {
         let ctl = self.ctl();
-        for _round in 0..2 {
+        for round in 0..2 {
             for (i, m) in ctl.members.iter().enumerate() {
                 // Relaxed: a claimed record is re-validated by its start time below.
                 let p = m.pid.load(Ordering::Relaxed);
-                let free = p == 0 || (p == pid && m.start.load(Ordering::Relaxed) != token.start);
+                let free = p == 0 || (p == pid && m.start.load(Ordering::Relaxed) != start);
                 // AcqRel: the record's old fields are ours to overwrite after the claim.
                 if free && m.pid.compare_exchange(p, pid, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
-                    m.start.store(token.start, Ordering::Release);
+                    m.start.store(start, Ordering::Release);
                     m.senders.store(self.senders.load(Ordering::Relaxed).min(1) as u32, Ordering::Release);
                     m.receivers
                         .store(self.receivers.load(Ordering::Relaxed).min(1) as u32, Ordering::Release);
@@ -315,6 +386,9 @@ impl Ring {
                 }
             }
             // Full: free the records of dead processes and try once more.
+            if !reap || round == 1 {
+                break;
+            }
             self.reap_members();
         }
         ctl.overflow.store(1, Ordering::Relaxed);
@@ -338,6 +412,9 @@ impl Ring {
             Role::Sender => &self.senders,
             Role::Receiver => &self.receivers,
         };
+        if self.geo.flavor == FLAVOR_MPMC {
+            self.list();
+        }
         // Relaxed: process-local counts; the member flag is what other processes read.
         if count.fetch_add(1, Ordering::Relaxed) == 0 {
             self.me();

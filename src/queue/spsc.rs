@@ -148,7 +148,7 @@ pub fn spsc_channel<T: Pod>(capacity: usize) -> Result<(SpscSender<T>, SpscRecei
     Ok(ends(ring))
 }
 
-fn ends<T>(ring: Arc<Ring>) -> (SpscSender<T>, SpscReceiver<T>) {
+pub(crate) fn ends<T>(ring: Arc<Ring>) -> (SpscSender<T>, SpscReceiver<T>) {
     (
         SpscSender { end: End::new(ring.clone(), SENDER_END) },
         SpscReceiver { end: End::new(ring, RECEIVER_END) },

@@ -1,0 +1,5 @@
+//! Arbitrary bytes as the shared memory of three queues. Body: `shmkit::__fuzz::queue_state`
+//! (also run on stable by `tests/fuzz_bodies.rs`).
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| shmkit::__fuzz::queue_state(data));
