@@ -242,3 +242,60 @@ fn lost_notify_is_recovered_by_max_park() {
         assert_eq!(waiter.join().unwrap(), Ok(()), "the waiter missed the killed notifier's store");
     });
 }
+
+/// Whether the kernel offers `MEMBARRIER_CMD_GLOBAL_EXPEDITED` (bit 1 of the query).
+fn kernel_has_global_expedited() -> bool {
+    // SAFETY: MEMBARRIER_CMD_QUERY (0) only returns a bit mask.
+    let mask = unsafe { libc::syscall(libc::SYS_membarrier, 0, 0, 0) };
+    mask > 0 && mask & (1 << 1) != 0
+}
+
+#[test]
+fn asymmetric_fence_is_on_once_a_segment_is_mapped() {
+    let _seg = Segment::anonymous(Kind::RAW, 64).unwrap();
+    assert_eq!(futex::asymmetric_fence(), kernel_has_global_expedited());
+}
+
+/// Ping-pong where both sides always park (no spinning) and may park for a minute: a wake-up
+/// lost between the notifier's light fence and the waiter's membarrier would stall a round
+/// for the whole minute and trip the deadline below, instead of being hidden by the usual
+/// 100 ms re-check.
+#[test]
+fn asymmetric_fence_loses_no_wake_up_across_processes() {
+    let _w = watchdog(120);
+    let _seg = Segment::anonymous(Kind::RAW, 64).unwrap();
+    let patient = WaitStrategy { spins: 0, yields: 0, park: true, max_park: Duration::from_secs(60) };
+    let mut layout = Layout::new();
+    let ping: Offset<AtomicU64> = layout.push();
+    let pong: Offset<AtomicU64> = layout.push();
+    let ping_cell: Offset<WaitCell> = layout.push();
+    let pong_cell: Offset<WaitCell> = layout.push();
+    let seg = Segment::anonymous(Kind::RAW, layout.size()).unwrap();
+    let (ping, pong) = (seg.get(ping).unwrap(), seg.get(pong).unwrap());
+    let (ping_cell, pong_cell) = (seg.get(ping_cell).unwrap(), seg.get(pong_cell).unwrap());
+    const ROUNDS: u64 = 5_000;
+    // SAFETY: the child uses atomics and futex syscalls only.
+    let mut child = unsafe {
+        fork(|| {
+            for i in 1..=ROUNDS {
+                let got = ping_cell.wait_with(patient, || (ping.load(Ordering::Acquire) >= i).then_some(()), None);
+                if got.is_err() {
+                    return 3;
+                }
+                pong.store(i, Ordering::Release);
+                pong_cell.notify_one();
+            }
+            0
+        })
+    }
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(50);
+    for i in 1..=ROUNDS {
+        ping.store(i, Ordering::Release);
+        ping_cell.notify_one();
+        let r = pong_cell.wait_with(patient, || (pong.load(Ordering::Acquire) >= i).then_some(()), Some(deadline));
+        assert!(r.is_ok(), "round {i}: a wake-up was lost (the child never answered)");
+    }
+    let st = child.wait_timeout(Duration::from_secs(30)).unwrap().expect("child finished");
+    assert_eq!(st.code(), Some(0));
+}

@@ -53,6 +53,13 @@ use crate::primitive::atomic::{AtomicU32, Ordering};
 use crate::util::backoff::Backoff;
 use crate::util::membarrier;
 
+/// Whether this process's notifiers use the cheap half of the asymmetric fence (it registered
+/// for `membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED)` when it first mapped a segment). False on
+/// kernels without it (then both sides use `fence(SeqCst)`), and before any mapping.
+pub fn asymmetric_fence() -> bool {
+    membarrier::registered()
+}
+
 /// How long a waiter parks at most when the membarrier is unavailable, since a notifier in a
 /// registered process may then skip the fence that would have made it see the waiter.
 const FALLBACK_PARK: Duration = Duration::from_millis(1);
