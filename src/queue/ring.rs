@@ -546,8 +546,9 @@ pub(crate) struct Patience {
     last_peer_check: Option<Instant>,
 }
 
-/// Polls before a blocked operation starts reading the clock (the spin phase).
-const QUIET_POLLS: u32 = 256;
+/// Polls before a blocked operation starts reading the clock: the adaptive wait's spin
+/// phase, after which polls come at most once per yield or park.
+const QUIET_POLLS: u32 = crate::futex::WaitStrategy::ADAPTIVE.spins;
 
 impl Patience {
     pub(crate) fn new() -> Self {

@@ -57,12 +57,16 @@ struct End<T> {
     /// Pid of the process whose claim `cursor` belongs to (0: not claimed here).
     owner: Cell<u32>,
     cursor: Cell<Cursor>,
+    /// `fork_epoch` when this handle was made: if it is unchanged at drop, no child can
+    /// hold a copy, so an end never used may be marked dropped too.
+    epoch: u64,
     _t: PhantomData<fn(T) -> T>,
 }
 
 impl<T> End<T> {
     fn new(ring: Arc<Ring>, which: usize) -> Self {
-        End { ring, which, owner: Cell::new(0), cursor: Cell::new(Cursor::default()), _t: PhantomData }
+        let epoch = crate::util::proc::fork_epoch();
+        End { ring, which, owner: Cell::new(0), cursor: Cell::new(Cursor::default()), epoch, _t: PhantomData }
     }
 
     fn record(&self) -> &Member {
@@ -110,9 +114,15 @@ impl<T> End<T> {
 impl<T> Drop for End<T> {
     fn drop(&mut self) {
         let m = self.record();
-        if self.owner.get() != 0 && self.owner.get() == ProcessToken::current().pid {
-            // AcqRel/Relaxed: only release the end if we still hold it.
-            let _ = m.pid.compare_exchange(self.owner.get(), DROPPED, Ordering::AcqRel, Ordering::Relaxed);
+        let held = self.owner.get() != 0 && self.owner.get() == ProcessToken::current().pid;
+        // An end nobody ever used, dropped where it was made with no fork since: no other
+        // copy exists (unless another process opened it by name, which may still claim it).
+        let unused = !held && self.epoch == crate::util::proc::fork_epoch();
+        let from = if held { self.owner.get() } else { 0 };
+        // AcqRel/Relaxed: only release the end if it is still ours (or still unclaimed).
+        if (held || unused)
+            && m.pid.compare_exchange(from, DROPPED, Ordering::AcqRel, Ordering::Relaxed).is_ok()
+        {
             let ctl = self.ring.ctl();
             ctl.not_empty.notify_all();
             ctl.not_full.notify_all();

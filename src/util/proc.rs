@@ -10,6 +10,8 @@ static PID: AtomicU32 = AtomicU32::new(0);
 static START: AtomicU64 = AtomicU64::new(0);
 /// Bumped in every forked child, so per-thread caches know to refresh.
 static FORKS: AtomicU32 = AtomicU32::new(0);
+/// Bumped in the parent by every `fork` it makes.
+static CHILDREN_FORKED: AtomicU32 = AtomicU32::new(0);
 static ATFORK: Once = Once::new();
 
 extern "C" fn after_fork_in_child() {
@@ -18,11 +20,26 @@ extern "C" fn after_fork_in_child() {
     FORKS.fetch_add(1, Ordering::Relaxed);
 }
 
+extern "C" fn after_fork_in_parent() {
+    CHILDREN_FORKED.fetch_add(1, Ordering::Relaxed);
+}
+
 fn register_atfork() {
     ATFORK.call_once(|| {
-        // SAFETY: registers a plain extern "C" handler that only touches atomics.
-        unsafe { libc::pthread_atfork(None, None, Some(after_fork_in_child)) };
+        // SAFETY: registers plain extern "C" handlers that only touch atomics.
+        unsafe { libc::pthread_atfork(None, Some(after_fork_in_parent), Some(after_fork_in_child)) };
     });
+}
+
+/// A stamp that changes whenever this process forks (and differs in every child): objects
+/// that remember it know whether a child may hold a copy of them.
+pub fn fork_epoch() -> u64 {
+    register_atfork();
+    // Relaxed: the handlers run in the forking thread itself (parent) or before anything else
+    // (child); other threads only need an eventually-fresh value.
+    let parent = CHILDREN_FORKED.load(Ordering::Relaxed) as u64;
+    let child = FORKS.load(Ordering::Relaxed) as u64;
+    (parent << 32) | child
 }
 
 thread_local! {
