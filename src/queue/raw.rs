@@ -407,6 +407,7 @@ pub mod mpmc {
     const PHASE_SHIFT: u32 = PID_BITS;
     const POS_SHIFT: u32 = PID_BITS + 2;
     const PID_MASK: u64 = (1 << PID_BITS) - 1;
+    const POS_MASK: u64 = (1 << (64 - POS_SHIFT)) - 1;
 
     /// Phase: the slot waits for the producer of its position.
     pub const EMPTY: u64 = 0;
@@ -704,6 +705,10 @@ pub mod mpmc {
         {
             return false;
         }
+        // The dead producer may not have moved `tail` past its claim, and nobody may have
+        // helped yet: do both hints now, before the slot's stamp moves a lap ahead (a stamp
+        // ahead of an unmoved hint reads as corruption).
+        let _ = ctl.tail.compare_exchange(pos, pos.wrapping_add(1), Ordering::AcqRel, Ordering::Relaxed);
         let _ = ctl.head.compare_exchange(pos, pos.wrapping_add(1), Ordering::AcqRel, Ordering::Relaxed);
         // Release: as a normal pop's free.
         cell.store(encode(pos.wrapping_add(g.slots), EMPTY, 0), Ordering::Release);
@@ -723,6 +728,13 @@ pub mod mpmc {
         let st = decode(stamp);
         let cell = slots.stamp(idx & g.mask() as usize);
         let next = encode(st.pos.wrapping_add(g.slots), EMPTY, 0);
+        // The dead consumer may not have moved `head` past its claim: do it (see
+        // `recover_writer`). `head` holds full positions; the stamp only their low 40 bits.
+        // Acquire: as in `pop`.
+        let head = ctl.head.load(Ordering::Acquire);
+        if head & POS_MASK == st.pos {
+            let _ = ctl.head.compare_exchange(head, head.wrapping_add(1), Ordering::AcqRel, Ordering::Relaxed);
+        }
         // Release: the slot may be rewritten from here on.
         if cell.compare_exchange(stamp, next, Ordering::Release, Ordering::Relaxed).is_err() {
             return false;
