@@ -280,7 +280,8 @@ pub mod spsc {
         Cursor { own, other: ctl.tail.load(Ordering::Acquire) }
     }
 
-    /// Free slots for the producer, re-reading `head` only if the cache says full.
+    /// Free slots for the producer, re-reading `head` only if the cache shows fewer than
+    /// `want` (at most the capacity).
     #[inline(always)]
     fn room(ctl: &RingCtl, g: &Geometry, c: &mut Cursor, want: u64) -> Result<u64, Stop> {
         let used = c.own.wrapping_sub(c.other);
@@ -300,11 +301,12 @@ pub mod spsc {
         }
     }
 
-    /// Messages ready for the consumer, re-reading `tail` only if the cache says empty.
+    /// Messages ready for the consumer, re-reading `tail` only if the cache shows fewer
+    /// than `want`.
     #[inline(always)]
-    fn ready(ctl: &RingCtl, g: &Geometry, c: &mut Cursor) -> Result<u64, Stop> {
+    fn ready(ctl: &RingCtl, g: &Geometry, c: &mut Cursor, want: u64) -> Result<u64, Stop> {
         let n = c.other.wrapping_sub(c.own);
-        if n != 0 && n <= g.capacity {
+        if n >= want.max(1) && n <= g.capacity {
             return Ok(n);
         }
         // SYNC(tail): Acquire pairs with the producer's Release store of `tail`: its slot
@@ -339,7 +341,7 @@ pub mod spsc {
         n: usize,
         mut write: impl FnMut(usize, *mut u8),
     ) -> Result<usize, Stop> {
-        let room = room(ctl, g, c, 1)?;
+        let room = room(ctl, g, c, (n as u64).clamp(1, g.capacity))?;
         let n = (n as u64).min(room);
         for i in 0..n {
             let idx = (c.own.wrapping_add(i) & g.mask()) as usize;
@@ -371,7 +373,7 @@ pub mod spsc {
         n: usize,
         mut read: impl FnMut(usize, *const u8),
     ) -> Result<usize, Stop> {
-        let ready = ready(ctl, g, c)?;
+        let ready = ready(ctl, g, c, n as u64)?;
         let n = (n as u64).min(ready);
         for i in 0..n {
             let idx = (c.own.wrapping_add(i) & g.mask()) as usize;
@@ -733,7 +735,8 @@ pub mod mpmc {
         // Acquire: as in `pop`.
         let head = ctl.head.load(Ordering::Acquire);
         if head & POS_MASK == st.pos {
-            let _ = ctl.head.compare_exchange(head, head.wrapping_add(1), Ordering::AcqRel, Ordering::Relaxed);
+            let _ =
+                ctl.head.compare_exchange(head, head.wrapping_add(1), Ordering::AcqRel, Ordering::Relaxed);
         }
         // Release: the slot may be rewritten from here on.
         if cell.compare_exchange(stamp, next, Ordering::Release, Ordering::Relaxed).is_err() {

@@ -23,6 +23,17 @@ pub(crate) const STUCK_CHECK: Duration = Duration::from_millis(2);
 /// How often a blocked side re-checks whether its peers still live.
 pub(crate) const PEER_CHECK: Duration = Duration::from_millis(50);
 
+/// Whether no process has this pid any more (zombies still count as existing). One
+/// syscall, no allocation: usable from a fork handler.
+fn pid_gone(pid: u32) -> bool {
+    if pid > i32::MAX as u32 {
+        return true;
+    }
+    // SAFETY: kill with signal 0 only checks for existence and permission.
+    let r = unsafe { libc::kill(pid as i32, 0) };
+    r != 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
+}
+
 /// Slots over raw segment memory.
 pub(crate) struct ShmSlots {
     base: NonNull<u8>,
@@ -375,7 +386,12 @@ impl Ring {
             for (i, m) in ctl.members.iter().enumerate() {
                 // Relaxed: a claimed record is re-validated by its start time below.
                 let p = m.pid.load(Ordering::Relaxed);
-                let free = p == 0 || (p == pid && m.start.load(Ordering::Relaxed) != start);
+                // Free: unused; a stale record of our own pid (an earlier process that had
+                // it); or a process that no longer exists (one `kill(pid, 0)`, which a fork
+                // handler may call). Zombies keep their records until a reaper reads procfs.
+                let free = p == 0
+                    || (p == pid && (start == 0 || m.start.load(Ordering::Relaxed) != start))
+                    || (p != pid && pid_gone(p));
                 // AcqRel: the record's old fields are ours to overwrite after the claim.
                 if free && m.pid.compare_exchange(p, pid, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
                     m.start.store(start, Ordering::Release);
@@ -404,6 +420,17 @@ impl Ring {
             return None;
         }
         self.ctl().members.get(idx - 1)
+    }
+
+    /// Records this process's start time in its member record if a fork handler could not
+    /// (it cannot read procfs), so that a recycled pid is not mistaken for us. Cheap when done.
+    pub(crate) fn fill_start(&self) {
+        if let Some(m) = self.member() {
+            // Relaxed: only this process writes its record's start.
+            if m.start.load(Ordering::Relaxed) == 0 {
+                m.start.store(ProcessToken::current().start, Ordering::Release);
+            }
+        }
     }
 
     /// A handle of `role` was made in this process.
@@ -473,10 +500,7 @@ impl Ring {
     /// processes' records are freed on the way. True if the table overflowed.
     pub(crate) fn peers_alive(&self, role: Role) -> bool {
         let ctl = self.ctl();
-        // Relaxed: overflow is sticky and only ever makes us more patient.
-        if ctl.overflow.load(Ordering::Relaxed) != 0 {
-            return true;
-        }
+        self.fill_start();
         let mut any = false;
         for m in &ctl.members {
             // Acquire: pairs with the Release stores when the record was claimed.
@@ -485,18 +509,19 @@ impl Ring {
                 continue;
             }
             let flag = if role == Role::Sender { &m.senders } else { &m.receivers };
-            if flag.load(Ordering::Acquire) == 0 {
-                continue;
-            }
+            let flagged = flag.load(Ordering::Acquire) != 0;
+            // Records of dead processes are freed whatever their role, so that the table
+            // does not fill with exited children.
             let start = m.start.load(Ordering::Acquire);
             match (ProcessToken { pid, start }).liveness() {
                 Liveness::Dead => {
                     let _ = m.pid.compare_exchange(pid, 0, Ordering::AcqRel, Ordering::Relaxed);
                 }
-                _ => any = true,
+                _ => any |= flagged,
             }
         }
-        any
+        // Relaxed: overflow is sticky and only ever makes us more patient.
+        any || ctl.overflow.load(Ordering::Relaxed) != 0
     }
 
     /// Liveness of a process named in a stamp: by its member record's start time if it has
