@@ -278,7 +278,8 @@ fn asymmetric_fence_loses_no_wake_up_across_processes() {
     let mut child = unsafe {
         fork(|| {
             for i in 1..=ROUNDS {
-                let got = ping_cell.wait_with(patient, || (ping.load(Ordering::Acquire) >= i).then_some(()), None);
+                let got =
+                    ping_cell.wait_with(patient, || (ping.load(Ordering::Acquire) >= i).then_some(()), None);
                 if got.is_err() {
                     return 3;
                 }
@@ -293,7 +294,11 @@ fn asymmetric_fence_loses_no_wake_up_across_processes() {
     for i in 1..=ROUNDS {
         ping.store(i, Ordering::Release);
         ping_cell.notify_one();
-        let r = pong_cell.wait_with(patient, || (pong.load(Ordering::Acquire) >= i).then_some(()), Some(deadline));
+        let r = pong_cell.wait_with(
+            patient,
+            || (pong.load(Ordering::Acquire) >= i).then_some(()),
+            Some(deadline),
+        );
         assert!(r.is_ok(), "round {i}: a wake-up was lost (the child never answered)");
     }
     let st = child.wait_timeout(Duration::from_secs(30)).unwrap().expect("child finished");

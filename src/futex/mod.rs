@@ -374,6 +374,18 @@ impl WaitCell {
         }
     }
 
+    /// Wakes one parked waiter if there is one and `cond()` holds (checked only then, so an
+    /// expensive condition costs nothing while nobody sleeps). For passing a wake-up on: a
+    /// consumer that took a message and sees the next one ready wakes another consumer.
+    #[inline]
+    pub fn notify_one_if(&self, cond: impl FnOnce() -> bool) {
+        // SYNC(sleepers): as in `notify`.
+        membarrier::light();
+        if self.sleepers.load(Ordering::Relaxed) != 0 && cond() {
+            self.wake_sleepers(1);
+        }
+    }
+
     #[cold]
     fn wake_sleepers(&self, n: u32) {
         // Release is enough: the waiter's futex compares the value, not the data.

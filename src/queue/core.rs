@@ -66,7 +66,8 @@ fn attempt_push(
         Ok(()) => Ok(true),
         Err(PushStop::Full) => Ok(false),
         Err(PushStop::Reader { idx, stamp, pid }) => {
-            if ring.claimer_dead(stamp, pid) && mpmc::recover_reader(ctl, &ring.slots, &ring.geo, idx, stamp)
+            if ring.claimer_dead(stamp, pid)
+                && mpmc::recover_reader(ctl, &ring.slots, &ring.geo, idx, stamp, me)
             {
                 settle_lost(ring);
             }
@@ -98,7 +99,13 @@ pub(crate) fn send(ring: &Ring, wait: Wait, mut write: impl FnMut(*mut u8)) -> R
     }
     let r = send_inner(ring, me, wait, &mut write);
     match r {
-        Ok(()) => ctl.not_empty.notify_one(),
+        Ok(()) => {
+            ctl.not_empty.notify_one();
+            // Pass a wake-up on: a producer woken by a freed slot may have found the slot
+            // still held by its (live) reader and parked again, spending that wake-up; if the
+            // next slot is free now, another sleeping producer could use it.
+            ctl.not_full.notify_one_if(|| mpmc::tail_free(ctl, &ring.slots, &ring.geo));
+        }
         Err(_) if ring.joinable => {
             let _ = task_done(ring);
         }
@@ -168,7 +175,7 @@ pub(crate) fn recv<R>(ring: &Ring, wait: Wait, mut read: impl FnMut(*const u8) -
     let me = ring.me();
     let ctl = ring.ctl();
     if let Some(r) = attempt_pop(ring, me, true, &mut read)? {
-        ctl.not_full.notify_one();
+        after_pop(ring);
         return Ok(r);
     }
     let Wait::Until(deadline) = wait else {
@@ -192,9 +199,20 @@ pub(crate) fn recv<R>(ring: &Ring, wait: Wait, mut read: impl FnMut(*const u8) -
     });
     let r = r.unwrap_or(Err(RecvFail::Timeout));
     if r.is_ok() {
-        ctl.not_full.notify_one();
+        after_pop(ring);
     }
     r
+}
+
+/// Wakes a producer for the freed slot, and passes a wake-up on to another consumer if the
+/// next message is already published: a consumer woken for it may have found the head slot
+/// still being written by a live producer and parked again, spending its wake-up (found by
+/// the loom model `writer_blocked_head`).
+#[inline(always)]
+fn after_pop(ring: &Ring) {
+    let ctl = ring.ctl();
+    ctl.not_full.notify_one();
+    ctl.not_empty.notify_one_if(|| mpmc::head_ready(ctl, &ring.slots, &ring.geo));
 }
 
 /// Marks one message done (`JoinableQueue::task_done`). Err if none is outstanding.

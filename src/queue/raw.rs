@@ -687,6 +687,21 @@ pub mod mpmc {
         }
     }
 
+    /// Whether the message at `head` is published (a consumer that just took one passes the
+    /// wake-up on when it is: see `core::recv`).
+    pub fn head_ready<S: SlotArray>(ctl: &RingCtl, slots: &S, g: &Geometry) -> bool {
+        // Acquire: as in `pop`.
+        let pos = ctl.head.load(Ordering::Acquire);
+        slots.stamp((pos & g.mask()) as usize).load(Ordering::Acquire) == encode(pos, FULL, 0)
+    }
+
+    /// Whether the slot at `tail` is free (the producer-side mirror of [`head_ready`]).
+    pub fn tail_free<S: SlotArray>(ctl: &RingCtl, slots: &S, g: &Geometry) -> bool {
+        // Acquire: as in `push`.
+        let pos = ctl.tail.load(Ordering::Acquire);
+        slots.stamp((pos & g.mask()) as usize).load(Ordering::Acquire) == encode(pos, EMPTY, 0)
+    }
+
     /// Skips the slot at `pos` whose producer (seen as `stamp`, `WRITING`) is dead: moves it
     /// to `READING` by `me`, then frees it for the next lap, and counts it in `abandoned`.
     /// Returns false if the stamp changed meanwhile (the producer finished after all, or
@@ -726,10 +741,18 @@ pub mod mpmc {
         g: &Geometry,
         idx: usize,
         stamp: u64,
+        me: u32,
     ) -> bool {
         let st = decode(stamp);
         let cell = slots.stamp(idx & g.mask() as usize);
-        let next = encode(st.pos.wrapping_add(g.slots), EMPTY, 0);
+        // Take the slot over first (as `recover_writer` does), so nothing moves unless the
+        // stamp really was this READING. Acquire/Relaxed: nothing is read from the slot.
+        let mine = encode(st.pos, READING, me);
+        if st.phase != READING
+            || cell.compare_exchange(stamp, mine, Ordering::Acquire, Ordering::Relaxed).is_err()
+        {
+            return false;
+        }
         // The dead consumer may not have moved `head` past its claim: do it (see
         // `recover_writer`). `head` holds full positions; the stamp only their low 40 bits.
         // Acquire: as in `pop`.
@@ -739,9 +762,7 @@ pub mod mpmc {
                 ctl.head.compare_exchange(head, head.wrapping_add(1), Ordering::AcqRel, Ordering::Relaxed);
         }
         // Release: the slot may be rewritten from here on.
-        if cell.compare_exchange(stamp, next, Ordering::Release, Ordering::Relaxed).is_err() {
-            return false;
-        }
+        cell.store(encode(st.pos.wrapping_add(g.slots), EMPTY, 0), Ordering::Release);
         ctl.lost.fetch_add(1, Ordering::Relaxed);
         true
     }
