@@ -5,10 +5,15 @@
 //! absorbs the fork, and returns the parent's elapsed time for those `iters`. Parent and
 //! child are pinned to different cores when there are two or more.
 
+pub mod demo;
 mod peers;
+pub mod queue_peers;
 mod sync_peers;
 
 pub use peers::{rtt, rtt_shm, tput, RttPeer, TputPeer};
+pub use queue_peers::{
+    bulk, idle_cpu, oversubscribed, posix_mq_tput, rtt_queue, BulkPeer, IdlePeer, OversubPeer, BULK_BYTES,
+};
 pub use sync_peers::{
     event_wake_rtt, lock_contended_2proc, lock_uncontended, owner_died_recovery, EventPeer, FutexMutex,
     FutexMutexGuard, LockPeer, OwnerDiedPeer, PthreadMutex, PthreadMutexGuard,

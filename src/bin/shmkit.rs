@@ -4,7 +4,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use shmkit::bench::{self, RttPeer, TputPeer};
+use shmkit::bench::{self, BulkPeer, IdlePeer, OversubPeer, RttPeer, TputPeer};
 use shmkit::shm::{self, Header, ShmOpenError};
 use shmkit::util::proc::Liveness;
 
@@ -17,9 +17,13 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Two processes ping-pong through a shared-memory segment; prints round trips per second.
+    /// Cooks and eaters: 3 producer processes and 2 consumer processes on a JoinableQueue,
+    /// then an 8-byte ping-pong; prints throughput and latency next to a pipe's.
     Demo {
-        /// Round trips to run.
+        /// Dishes each cook puts on the queue.
+        #[arg(long, default_value_t = 1_000_000)]
+        dishes: u32,
+        /// Ping-pong round trips.
         #[arg(long, default_value_t = 200_000)]
         rounds: u64,
     },
@@ -62,9 +66,27 @@ fn per_op(d: Duration, n: u64) -> f64 {
     d.as_secs_f64() * 1e9 / n.max(1) as f64
 }
 
-fn demo(rounds: u64) -> Result<(), String> {
-    println!("shmkit demo: a parent and a forked child ping-pong an 8-byte counter through an");
-    println!("anonymous shared-memory segment, waiting with the adaptive futex helper.\n");
+fn demo(dishes: u32, rounds: u64) -> Result<(), String> {
+    println!("shmkit demo 1: cooks and eaters. 3 cook processes put dishes on a JoinableQueue in");
+    println!("shared memory, 2 daemon eater processes take them and call task_done(), and this");
+    println!("process waits in join().\n");
+    let r =
+        bench::demo::cooks_and_eaters(3, 2, dishes.max(1)).map_err(|e| format!("cooks and eaters: {e}"))?;
+    println!(
+        "  {} dishes in {:.3} s: {:.2} M dishes/s, every one eaten exactly once (count and checksum)",
+        r.dishes,
+        r.elapsed.as_secs_f64(),
+        r.dishes as f64 / r.elapsed.as_secs_f64() / 1e6
+    );
+    let msgs = 200_000;
+    let p = bench::tput(TputPeer::Pipe, msgs).map_err(|e| format!("pipe throughput: {e}"))?;
+    println!(
+        "  for scale: one pipe between two processes carries {:.2} M 8-byte messages/s here\n",
+        msgs as f64 / p.as_secs_f64() / 1e6
+    );
+
+    println!("shmkit demo 2: a parent and a forked child ping-pong an 8-byte counter, waiting with");
+    println!("the adaptive futex helper.\n");
     let rounds = rounds.max(1);
     let d = bench::rtt(RttPeer::ShmkitAdaptive, rounds).map_err(|e| format!("shmkit ping-pong: {e}"))?;
     let ns = per_op(d, rounds);
@@ -92,40 +114,127 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
+/// Median over `runs` calls of `f`, which returns one figure or an error naming the peer.
+fn sample(runs: usize, name: &str, mut f: impl FnMut() -> std::io::Result<f64>) -> Result<f64, String> {
+    let mut samples = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        samples.push(f().map_err(|e| format!("{name}: {e}"))?);
+    }
+    Ok(median(samples))
+}
+
+/// Prints one row of a table whose last column says how many times faster than the pipe a
+/// row is (`speedup`, higher is better).
+fn row(name: &str, value: f64, decimals: usize, speedup: f64) {
+    println!("{name:<32} {value:>14.decimals$} {speedup:>9.2}x");
+}
+
 fn run_bench(quick: bool) -> Result<(), String> {
     let (rtt_iters, tput_msgs, runs) = if quick { (20_000, 200_000, 3) } else { (200_000, 2_000_000, 5) };
-    println!("shmkit bench ({} cpus, median of {runs} runs)\n", bench::available_cpus());
+    let (bulk_msgs, idle_runs) = if quick { (5_000, 1) } else { (20_000, 3) };
+    // The 1-minute load average: other work on the machine skews every figure.
+    let load = std::fs::read_to_string("/proc/loadavg").ok();
+    let load = load.as_deref().and_then(|s| s.split_whitespace().next()).unwrap_or("?");
+    println!("shmkit bench ({} cpus, load average {load}, median of {runs} runs)\n", bench::available_cpus());
     println!("{:<32} {:>14} {:>10}", "rtt_8B (round trip)", "ns/round trip", "vs shmkit");
     let mut base = None;
+    let mut rtt_ns = Vec::new();
     for peer in RttPeer::ALL {
         let iters = if matches!(peer, RttPeer::Pipe | RttPeer::Socketpair | RttPeer::FutexAlwaysSleep) {
             rtt_iters / 4
         } else {
             rtt_iters
         };
-        let mut samples = Vec::new();
-        for _ in 0..runs {
-            let d = bench::rtt(peer, iters).map_err(|e| format!("{}: {e}", peer.name()))?;
-            samples.push(per_op(d, iters));
-        }
-        let ns = median(samples);
+        let ns = sample(runs, peer.name(), || bench::rtt(peer, iters).map(|d| per_op(d, iters)))?;
         let b = *base.get_or_insert(ns);
         println!("{:<32} {:>14.1} {:>9.2}x", peer.name(), ns, ns / b);
+        rtt_ns.push((peer, ns));
     }
-    println!("\n{:<32} {:>14} {:>10}", "tput_8B (one way)", "M msg/s", "");
+    let rtt_of = |p: RttPeer| rtt_ns.iter().find(|(q, _)| *q == p).map_or(f64::NAN, |&(_, ns)| ns);
+
+    println!("\n{:<32} {:>14} {:>10}", "tput_8B (one way)", "M msg/s", "vs pipe");
+    let mut rates = Vec::new();
     for peer in TputPeer::ALL {
         let fast = matches!(
             peer,
             TputPeer::HandSpinRing | TputPeer::ShmkitSpsc | TputPeer::ShmkitSpscBatch | TputPeer::ShmkitMpmc
         );
         let msgs = if fast { tput_msgs * 10 } else { tput_msgs };
-        let mut samples = Vec::new();
-        for _ in 0..runs {
-            let d = bench::tput(peer, msgs).map_err(|e| format!("{}: {e}", peer.name()))?;
-            samples.push(msgs as f64 / d.as_secs_f64() / 1e6);
-        }
-        println!("{:<32} {:>14.2}", peer.name(), median(samples));
+        let rate = sample(runs, peer.name(), || {
+            bench::tput(peer, msgs).map(|d| msgs as f64 / d.as_secs_f64() / 1e6)
+        })?;
+        rates.push((peer.name(), rate));
     }
+    let mq_msgs = tput_msgs / 4;
+    let mq = match bench::queue_peers::posix_mq_available() {
+        Ok(()) => Some(sample(runs, "posix_mq", || {
+            bench::posix_mq_tput(mq_msgs).map(|d| mq_msgs as f64 / d.as_secs_f64() / 1e6)
+        })?),
+        Err(e) => {
+            println!("(posix_mq skipped: no POSIX message queue here: {e})");
+            None
+        }
+    };
+    rates.extend(mq.map(|r| ("posix_mq", r)));
+    let pipe_rate = rates.iter().find(|(n, _)| *n == TputPeer::Pipe.name()).map_or(f64::NAN, |&(_, r)| r);
+    for (name, rate) in rates {
+        row(name, rate, 2, rate / pipe_rate);
+    }
+
+    println!("\n{:<32} {:>14} {:>10}", "rtt_8B over two Queue<u64>", "ns/round trip", "vs pipe");
+    let q = sample(runs, "shmkit_queue", || bench::rtt_queue(rtt_iters).map(|d| per_op(d, rtt_iters)))?;
+    let pipe_ns = rtt_of(RttPeer::Pipe);
+    for (name, ns) in [("shmkit_queue", q), ("pipe", pipe_ns), ("spin", rtt_of(RttPeer::Spin))] {
+        row(name, ns, 1, pipe_ns / ns);
+    }
+
+    println!(
+        "\n{:<32} {:>14} {:>10}",
+        format!("oversubscribed ({}P+1C, 2 cpus)", bench::queue_peers::OVERSUB_PRODUCERS),
+        "M msg/s",
+        "vs pipe"
+    );
+    let mut over = Vec::new();
+    for peer in OversubPeer::ALL {
+        let r = sample(runs, peer.name(), || {
+            bench::oversubscribed(peer, tput_msgs).map(|d| tput_msgs as f64 / d.as_secs_f64() / 1e6)
+        })?;
+        over.push((peer, r));
+    }
+    let over_pipe = over.iter().find(|(p, _)| *p == OversubPeer::Pipe).map_or(f64::NAN, |&(_, r)| r);
+    for (peer, r) in over {
+        row(peer.name(), r, 2, r / over_pipe);
+    }
+
+    println!("\n{:<32} {:>14} {:>10} {:>10}", "bulk_64KiB (one way)", "GiB/s", "vs pipe", "µs/msg");
+    let mut bulk = Vec::new();
+    for peer in BulkPeer::ALL {
+        let secs = sample(runs, peer.name(), || bench::bulk(peer, bulk_msgs).map(|d| d.as_secs_f64()))?;
+        bulk.push((peer, bulk_msgs as f64 * bench::BULK_BYTES as f64 / secs / (1u64 << 30) as f64));
+    }
+    let bulk_pipe = bulk.iter().find(|(p, _)| *p == BulkPeer::Pipe).map_or(f64::NAN, |&(_, r)| r);
+    for (peer, gib) in bulk {
+        let us = bench::BULK_BYTES as f64 / (gib * (1u64 << 30) as f64) * 1e6;
+        println!("{:<32} {:>14.2} {:>9.2}x {:>10.2}", peer.name(), gib, gib / bulk_pipe, us);
+    }
+
+    println!("\n{:<32} {:>14} {:>10}", "idle_cpu (child blocked 1 s)", "µs CPU", "vs pipe");
+    let mut idle = Vec::new();
+    for peer in IdlePeer::ALL {
+        let us = sample(idle_runs, peer.name(), || {
+            bench::idle_cpu(peer, Duration::from_secs(1)).map(|d| d.as_secs_f64() * 1e6)
+        })?;
+        idle.push((peer, us));
+    }
+    let idle_pipe = idle.iter().find(|(p, _)| *p == IdlePeer::Pipe).map_or(f64::NAN, |&(_, u)| u);
+    for (peer, us) in idle {
+        // Here the ratio is CPU used relative to the pipe's: lower is better.
+        println!("{:<32} {:>14.1} {:>9.2}x", peer.name(), us, us / idle_pipe);
+    }
+    println!(
+        "\nvs shmkit: time relative to shmkit (lower is faster). vs pipe: times faster than a pipe\n\
+         (higher is better), except idle_cpu: CPU used relative to a pipe reader (lower is better)."
+    );
     Ok(())
 }
 
@@ -207,7 +316,7 @@ fn clean(dry_run: bool, all: bool, prefix: Option<&str>) -> Result<(), String> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Demo { rounds } => demo(rounds),
+        Command::Demo { dishes, rounds } => demo(dishes, rounds),
         Command::Bench { quick } => run_bench(quick),
         Command::Ls => ls(),
         Command::Inspect { name } => inspect(&name),

@@ -319,7 +319,7 @@ impl<T: Pod> Queue<T> {
         Ok(Self::from_ring(Ring::open(name, kind, FLAVOR_MPMC, std::mem::size_of::<T>(), None)?))
     }
 
-    /// Bytes a queue of `capacity` needs inside a caller's segment (see [`Queue::at`]).
+    /// Bytes a queue of `capacity` needs inside a caller's segment (see [`Queue::create_at`]).
     ///
     /// # Errors
     /// As [`Queue::new`].

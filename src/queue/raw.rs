@@ -31,8 +31,8 @@
 //! records its pid), not on `tail`; `tail` and `head` are hints that claimers and helpers
 //! advance with a CAS afterwards. So a process SIGKILLed at any instruction leaves either
 //! nothing claimed or a stamp naming it: a survivor that finds `WRITING(p, dead)` can skip
-//! the slot ([`Mpmc::recover_writer`], counted as abandoned) and one that finds
-//! `READING(p, dead)` can free it ([`Mpmc::recover_reader`], counted as lost). A message is
+//! the slot ([`mpmc::recover_writer`], counted as abandoned) and one that finds
+//! `READING(p, dead)` can free it ([`mpmc::recover_reader`], counted as lost). A message is
 //! delivered only from `FULL`, which its producer stores after the whole copy, and only to
 //! the one consumer whose CAS moved it to `READING`: never torn, never twice.
 
