@@ -19,6 +19,9 @@ pub(crate) const BARRIER_KIND: Kind = Kind::new(8, std::mem::size_of::<RawBarrie
 /// A barrier for `parties` processes (or threads), like `multiprocessing.Barrier`, that breaks
 /// instead of hanging when a waiting participant dies.
 ///
+/// A participant killed in the few instructions between being counted and recording its pid
+/// is not seen as dead; the others then wait until their timeout (use `wait_timeout`).
+///
 /// # Examples
 /// ```
 /// use shmkit::sync::Barrier;

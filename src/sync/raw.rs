@@ -467,6 +467,9 @@ impl RawEvent {
 /// The most parties a barrier may have (4 under loom, to keep models small).
 pub const MAX_PARTIES: u32 = if cfg!(loom) { 4 } else { 64 };
 const BROKEN: u32 = 1 << 31;
+/// How long an arrival waits for a generation change whose tag is already written before it
+/// calls the barrier broken (see `RawBarrier::arrive`).
+const TAG_PATIENCE: Duration = Duration::from_secs(1);
 const GEN_MASK: u32 = BROKEN - 1;
 
 #[repr(C)]
@@ -604,6 +607,7 @@ impl RawBarrier {
     fn arrive(&self, g: u32, parties: u32) -> Result<u32, Option<BarrierError>> {
         let tag = arrived_tag(g);
         let mut mismatches = 0u32;
+        let mut since: Option<Instant> = None;
         loop {
             // Acquire: pairs with the re-tagging stores that precede a generation change.
             let a = self.arrived.load(Ordering::Acquire);
@@ -611,12 +615,18 @@ impl RawBarrier {
                 if self.gen.load(Ordering::Acquire) != g {
                     return Err(None);
                 }
-                // The last arrival or a reset is between its two stores; wait for `gen`. A
-                // tag that never matches is corruption: break rather than spin forever.
-                mismatches += 1;
-                if mismatches > 10_000 {
-                    self.break_from(g);
-                    return Err(Some(BarrierError::Broken));
+                // The last arrival or a reset is between its two stores; wait for `gen`. That
+                // process may be preempted right there for a whole time slice or more on a
+                // busy machine, so only a tag that stays wrong for `TAG_PATIENCE` counts as
+                // corruption (or a process killed between the stores): break rather than
+                // spin forever. The clock is read every 256 yields.
+                mismatches = mismatches.wrapping_add(1);
+                if mismatches % 256 == 0 {
+                    let now = Instant::now();
+                    if now.duration_since(*since.get_or_insert(now)) >= TAG_PATIENCE {
+                        self.break_from(g);
+                        return Err(Some(BarrierError::Broken));
+                    }
                 }
                 crate::primitive::thread::yield_now();
                 continue;
