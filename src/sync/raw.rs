@@ -560,10 +560,13 @@ impl RawBarrier {
         self.parties.load(Ordering::Relaxed).clamp(1, MAX_PARTIES)
     }
 
-    fn break_from(&self, g: u32) {
+    /// Breaks generation `g` if it is still current; false if it had moved on (passed,
+    /// broken or reset by someone else), in which case the caller re-reads `gen`.
+    fn break_from(&self, g: u32) -> bool {
         // Only the generation we waited in may be broken by us.
-        let _ = self.gen.compare_exchange(g, g | BROKEN, Ordering::AcqRel, Ordering::Relaxed);
+        let broke = self.gen.compare_exchange(g, g | BROKEN, Ordering::AcqRel, Ordering::Relaxed).is_ok();
         futex::wake(&self.gen, u32::MAX);
+        broke
     }
 
     /// Breaks the barrier: current and future waiters get `Broken` until [`RawBarrier::reset`].
@@ -595,10 +598,12 @@ impl RawBarrier {
     fn someone_waiting_died(&self, g: u32, upto: u32) -> bool {
         (0..upto.min(MAX_PARTIES)).any(|i| {
             let slot = &self.slots[i as usize];
+            // Acquire (all three): a value written by a later generation's arrival carries
+            // that generation's `gen` with it, so `break_from` then fails (see `wait_until`).
             let pid = slot.pid.load(Ordering::Acquire);
             pid != 0
-                && slot.gen.load(Ordering::Relaxed) == g
-                && is_dead(pid, slot.start.load(Ordering::Relaxed))
+                && slot.gen.load(Ordering::Acquire) == g
+                && is_dead(pid, slot.start.load(Ordering::Acquire))
         })
     }
 
@@ -624,8 +629,7 @@ impl RawBarrier {
                 if mismatches % 256 == 0 {
                     let now = Instant::now();
                     if now.duration_since(*since.get_or_insert(now)) >= TAG_PATIENCE {
-                        self.break_from(g);
-                        return Err(Some(BarrierError::Broken));
+                        return Err(self.break_from(g).then_some(BarrierError::Broken));
                     }
                 }
                 crate::primitive::thread::yield_now();
@@ -633,9 +637,9 @@ impl RawBarrier {
             }
             let count = a & COUNT_MASK;
             if count >= parties {
-                // More arrivals than parties in one generation: misuse or corruption.
-                self.break_from(g);
-                return Err(Some(BarrierError::Broken));
+                // More arrivals than parties in one generation: misuse or corruption (unless
+                // the generation just moved on: then start over).
+                return Err(self.break_from(g).then_some(BarrierError::Broken));
             }
             if self.arrived.compare_exchange(a, a + 1, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
                 return Ok(count);
@@ -663,8 +667,9 @@ impl RawBarrier {
         };
         let (pid, start) = me();
         let slot = &self.slots[idx as usize];
-        slot.start.store(start, Ordering::Relaxed);
-        slot.gen.store(g, Ordering::Relaxed);
+        // Release (all three): see `someone_waiting_died`.
+        slot.start.store(start, Ordering::Release);
+        slot.gen.store(g, Ordering::Release);
         slot.pid.store(pid, Ordering::Release);
         let index = parties - 1 - idx;
         if idx + 1 == parties {
@@ -689,13 +694,21 @@ impl RawBarrier {
                 return Err(BarrierError::Broken);
             }
             let now = Instant::now();
+            // If the generation passed while we decided to break it, `break_from` fails and
+            // the loop sees `passed`: in particular, the slots read by `someone_waiting_died`
+            // may already be rewritten by the next generation (a pid of one arrival with the
+            // start time of another reads as a dead process).
             if deadline.is_some_and(|d| now >= d) {
-                self.break_from(g);
-                return Err(BarrierError::Timeout);
+                if self.break_from(g) {
+                    return Err(BarrierError::Timeout);
+                }
+                continue;
             }
             if self.someone_waiting_died(g, parties) {
-                self.break_from(g);
-                return Err(BarrierError::Broken);
+                if self.break_from(g) {
+                    return Err(BarrierError::Broken);
+                }
+                continue;
             }
             let until = earliest(deadline, futex::recheck_after(LIVENESS_INTERVAL));
             futex::wait(&self.gen, g, until);
