@@ -609,7 +609,7 @@ impl RawBarrier {
 
     /// Counts this arrival in generation `g`; `Err(None)` if the generation moved on before
     /// it could (the caller starts over), `Err(Some(e))` to give up with `e`.
-    fn arrive(&self, g: u32, parties: u32) -> Result<u32, Option<BarrierError>> {
+    fn arrive(&self, g: u32, parties: u32, deadline: Option<Instant>) -> Result<u32, Option<BarrierError>> {
         let tag = arrived_tag(g);
         let mut mismatches = 0u32;
         let mut since: Option<Instant> = None;
@@ -624,10 +624,14 @@ impl RawBarrier {
                 // process may be preempted right there for a whole time slice or more on a
                 // busy machine, so only a tag that stays wrong for `TAG_PATIENCE` counts as
                 // corruption (or a process killed between the stores): break rather than
-                // spin forever. The clock is read every 256 yields.
+                // spin forever. The clock is read every 256 yields, also for the caller's
+                // deadline.
                 mismatches = mismatches.wrapping_add(1);
                 if mismatches % 256 == 0 {
                     let now = Instant::now();
+                    if deadline.is_some_and(|d| now >= d) {
+                        return Err(self.break_from(g).then_some(BarrierError::Timeout));
+                    }
                     if now.duration_since(*since.get_or_insert(now)) >= TAG_PATIENCE {
                         return Err(self.break_from(g).then_some(BarrierError::Broken));
                     }
@@ -659,7 +663,7 @@ impl RawBarrier {
             if g & BROKEN != 0 {
                 return Err(BarrierError::Broken);
             }
-            match self.arrive(g, parties) {
+            match self.arrive(g, parties, deadline) {
                 Ok(idx) => break (g, idx),
                 Err(None) => continue,
                 Err(Some(e)) => return Err(e),
