@@ -308,27 +308,9 @@ fn tput_fd(msgs: u64, rx: OwnedFd, tx: OwnedFd) -> io::Result<Duration> {
         0
     })?;
     drop(tx);
-    let mut start = Instant::now();
-    let mut result = Ok(());
-    for i in 1..=total {
-        match read_u64(&rx) {
-            Ok(v) if v == i => {}
-            Ok(v) => {
-                result = Err(io::Error::other(format!("expected {i}, got {v}")));
-                break;
-            }
-            Err(e) => {
-                result = Err(e);
-                break;
-            }
-        }
-        if i == 1 {
-            start = Instant::now();
-        }
-    }
-    let elapsed = start.elapsed();
+    let result = receive_in_order(total, || read_u64(&rx));
     drop(rx);
-    finish(child, old, result.map(|()| elapsed))
+    finish(child, old, result)
 }
 
 /// The hand-written ring: head and tail on their own cache lines, each side caching the
@@ -405,13 +387,20 @@ fn tput_ring(msgs: u64) -> io::Result<Duration> {
     finish(child, old, result.map(|()| elapsed))
 }
 
-/// Checks that the receiver saw `1..=total` in order; `got` is the next expected value.
-fn check_seq(expected: u64, got: u64) -> io::Result<()> {
-    if expected == got {
-        Ok(())
-    } else {
-        Err(io::Error::other(format!("expected {expected}, got {got}")))
+/// Receives `1..=total` one message at a time with `recv`, checking the order, and times
+/// everything after the first (warm-up) message.
+fn receive_in_order(total: u64, mut recv: impl FnMut() -> io::Result<u64>) -> io::Result<Duration> {
+    let mut start = Instant::now();
+    for i in 1..=total {
+        let v = recv()?;
+        if v != i {
+            return Err(io::Error::other(format!("expected {i}, got {v}")));
+        }
+        if i == 1 {
+            start = Instant::now();
+        }
     }
+    Ok(start.elapsed())
 }
 
 fn tput_spsc(msgs: u64, batch: bool) -> io::Result<Duration> {
@@ -450,48 +439,24 @@ fn tput_spsc(msgs: u64, batch: bool) -> io::Result<Duration> {
         }
         0
     })?;
-    let mut start = Instant::now();
-    let mut result = Ok(());
-    let mut expected = 1u64;
-    let mut buf = [0u64; 64];
-    'outer: while expected <= total {
-        let got = if batch {
-            match rx.recv_timeout(PEER_TIMEOUT) {
-                Ok(v) => {
-                    buf[0] = v;
-                    1 + rx.try_recv_into(&mut buf[1..]).unwrap_or(0)
-                }
-                Err(e) => {
-                    result = Err(io::Error::other(e));
-                    break;
-                }
+    let result = if batch {
+        // Batches of up to 64: `recv_into` blocks for the first message, then takes what is
+        // ready; values are handed out one by one to the in-order check.
+        let mut buf = [0u64; 64];
+        let (mut have, mut next) = (0usize, 0usize);
+        receive_in_order(total, || {
+            if next == have {
+                have = rx.recv_into(&mut buf).map_err(io::Error::other)?;
+                next = 0;
             }
-        } else {
-            match rx.recv() {
-                Ok(v) => {
-                    buf[0] = v;
-                    1
-                }
-                Err(e) => {
-                    result = Err(io::Error::other(e));
-                    break;
-                }
-            }
-        };
-        for &v in &buf[..got] {
-            if let Err(e) = check_seq(expected, v) {
-                result = Err(e);
-                break 'outer;
-            }
-            if expected == 1 {
-                start = Instant::now();
-            }
-            expected += 1;
-        }
-    }
-    let elapsed = start.elapsed();
+            next += 1;
+            Ok(buf[next - 1])
+        })
+    } else {
+        receive_in_order(total, || rx.recv().map_err(io::Error::other))
+    };
     drop(rx);
-    finish(child, old, result.map(|()| elapsed))
+    finish(child, old, result)
 }
 
 fn tput_mpmc(msgs: u64) -> io::Result<Duration> {
@@ -505,26 +470,7 @@ fn tput_mpmc(msgs: u64) -> io::Result<Duration> {
         }
         0
     })?;
-    let mut start = Instant::now();
-    let mut result = Ok(());
-    for i in 1..=total {
-        match rx.recv() {
-            Ok(v) => {
-                if let Err(e) = check_seq(i, v) {
-                    result = Err(e);
-                    break;
-                }
-            }
-            Err(e) => {
-                result = Err(io::Error::other(e));
-                break;
-            }
-        }
-        if i == 1 {
-            start = Instant::now();
-        }
-    }
-    let elapsed = start.elapsed();
+    let result = receive_in_order(total, || rx.recv().map_err(io::Error::other));
     drop(rx);
-    finish(child, old, result.map(|()| elapsed))
+    finish(child, old, result)
 }
