@@ -11,7 +11,9 @@
 //! (add `-- --nocapture` to see the execution counts).
 #![cfg(loom)]
 
-use std::sync::atomic::{AtomicBool as StdBool, AtomicUsize as StdUsize, Ordering::Relaxed as StdRelaxed};
+mod common;
+
+use common::{model, Seen};
 
 use loom::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
 use loom::sync::Arc;
@@ -21,60 +23,6 @@ use shmkit::futex::{self, WaitCell, WaitOutcome, WaitStrategy};
 /// Budgets small enough for loom to reach the park path quickly, but with one spin and one
 /// yield so those phases are explored too.
 const SHORT: WaitStrategy = WaitStrategy { spins: 1, yields: 1, ..WaitStrategy::SLEEP };
-
-/// From this preemption bound up (and when unbounded) every model reaches the paths its
-/// `Seen` flags record; below it some cannot, so those checks are skipped.
-const COVERAGE_BOUND: usize = 2;
-
-/// What a finished model explored.
-struct Explored {
-    name: &'static str,
-    /// The preemption bound reaches every path the models check for.
-    deep: bool,
-}
-
-impl Explored {
-    /// Asserts that some execution marked `seen` (when the bound was deep enough).
-    fn reached(&self, seen: &Seen, what: &str) {
-        if self.deep {
-            assert!(seen.0.load(StdRelaxed), "{}: no execution reached {what}", self.name);
-        } else if !seen.0.load(StdRelaxed) {
-            eprintln!("{}: preemption bound below {COVERAGE_BOUND}; did not reach {what}", self.name);
-        }
-    }
-}
-
-/// Runs `f` under loom with the preemption bound `LOOM_MAX_PREEMPTIONS`, else
-/// `COVERAGE_BOUND`, and reports how many executions it explored.
-fn model(name: &'static str, f: impl Fn() + Sync + Send + 'static) -> Explored {
-    let runs = std::sync::Arc::new(StdUsize::new(0));
-    let counted = runs.clone();
-    let mut b = loom::model::Builder::new();
-    let bound = *b.preemption_bound.get_or_insert(COVERAGE_BOUND);
-    // Three threads around the model futex's Mutex/Condvar take more than loom's default
-    // 1,000 branches in one execution.
-    b.max_branches = 20_000;
-    b.check(move || {
-        counted.fetch_add(1, StdRelaxed);
-        f();
-    });
-    let n = runs.load(StdRelaxed);
-    eprintln!("{name}: {n} executions (preemption bound {bound})");
-    let deep = bound >= COVERAGE_BOUND;
-    assert!(!deep || n > 1, "{name}: loom explored a single execution; the model has no concurrency");
-    Explored { name, deep }
-}
-
-/// A flag set from inside some execution and checked once the model has finished
-/// (a std atomic: loom neither sees nor resets it between executions).
-#[derive(Clone, Default)]
-struct Seen(std::sync::Arc<StdBool>);
-
-impl Seen {
-    fn mark(&self) {
-        self.0.store(true, StdRelaxed);
-    }
-}
 
 #[test]
 fn raw_futex_no_lost_wakeup() {

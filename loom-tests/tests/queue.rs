@@ -22,11 +22,12 @@
 //! (add `-- --nocapture` to see the execution counts and times).
 #![cfg(loom)]
 
-use std::sync::atomic::{
-    AtomicBool as StdBool, AtomicU32 as StdU32, AtomicUsize as StdUsize, Ordering::Relaxed as StdRelaxed,
-};
+mod common;
+
+use common::{model, Seen};
+
+use std::sync::atomic::{AtomicU32 as StdU32, AtomicUsize as StdUsize, Ordering::Relaxed as StdRelaxed};
 use std::sync::Arc;
-use std::time::Instant;
 
 use loom::cell::UnsafeCell;
 use loom::sync::atomic::{AtomicU64, Ordering};
@@ -36,69 +37,9 @@ use shmkit::queue::raw::mpmc::{self, PopStop, PushStop};
 use shmkit::queue::raw::spsc::{self, Stop};
 use shmkit::queue::raw::{Geometry, RingCtl, SlotArray, FLAVOR_MPMC, FLAVOR_SPSC};
 
-/// From this preemption bound up (and when unbounded) every model reaches the paths its
-/// `Seen` flags record; below it some cannot, so those checks only print.
-const COVERAGE_BOUND: usize = 2;
-
 /// Pid of the process that "died" holding a slot in the recovery models (no live thread
 /// uses it).
 const DEAD: u32 = 99;
-
-// ---------------------------------------------------------------------------------------
-// Harness (as in futex.rs)
-// ---------------------------------------------------------------------------------------
-
-/// What a finished model explored.
-struct Explored {
-    name: String,
-    /// The preemption bound reaches every path the models check for.
-    deep: bool,
-}
-
-impl Explored {
-    /// Asserts that some execution marked `seen` (when the bound was deep enough).
-    fn reached(&self, seen: &Seen, what: &str) {
-        if self.deep {
-            assert!(seen.0.load(StdRelaxed), "{}: no execution reached {what}", self.name);
-        } else if !seen.0.load(StdRelaxed) {
-            eprintln!("{}: preemption bound below {COVERAGE_BOUND}; did not reach {what}", self.name);
-        }
-    }
-}
-
-/// Runs `f` under loom with the preemption bound `LOOM_MAX_PREEMPTIONS`, else
-/// `COVERAGE_BOUND`, and reports how many executions it explored and how long it took.
-fn model(name: impl Into<String>, f: impl Fn() + Sync + Send + 'static) -> Explored {
-    let name = name.into();
-    let runs = Arc::new(StdUsize::new(0));
-    let counted = runs.clone();
-    let mut b = loom::model::Builder::new();
-    let bound = *b.preemption_bound.get_or_insert(COVERAGE_BOUND);
-    // Three threads with retry loops, plus the model futex's Mutex/Condvar, take more than
-    // loom's default 1,000 branches in one execution.
-    b.max_branches = 20_000;
-    let start = Instant::now();
-    b.check(move || {
-        counted.fetch_add(1, StdRelaxed);
-        f();
-    });
-    let n = runs.load(StdRelaxed);
-    eprintln!("{name}: {n} executions in {:.2?} (preemption bound {bound})", start.elapsed());
-    let deep = bound >= COVERAGE_BOUND;
-    assert!(!deep || n > 1, "{name}: loom explored a single execution; the model has no concurrency");
-    Explored { name, deep }
-}
-
-/// A flag set from inside some execution and checked once the model has finished
-/// (a std atomic: loom neither sees nor resets it between executions).
-#[derive(Clone, Default)]
-struct Seen(Arc<StdBool>);
-
-impl Seen {
-    fn mark(&self) {
-        self.0.store(true, StdRelaxed);
-    }
-}
 
 // ---------------------------------------------------------------------------------------
 // The ring under test: a control block and loom-checked slots

@@ -10,7 +10,7 @@ use super::raw::{mpmc, spsc, Geometry, GeometryError, RingCtl, SlotArray, FLAVOR
 use crate::futex::{TimedOut, WaitCell};
 use crate::primitive::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 use crate::shm::{Kind, Layout, Offset, Segment, Shareable};
-use crate::util::proc::{Liveness, ProcessToken};
+use crate::util::proc::{pid_gone, Liveness, ProcessToken};
 
 // SAFETY: atomics, WaitCells and cache padding, `#[repr(C)]`; every bit pattern is a state
 // the algorithms either use or report as corrupted.
@@ -22,17 +22,6 @@ pub(crate) const STUCK_CHECK: Duration = Duration::from_millis(2);
 
 /// How often a blocked side re-checks whether its peers still live.
 pub(crate) const PEER_CHECK: Duration = Duration::from_millis(50);
-
-/// Whether no process has this pid any more (zombies still count as existing). One
-/// syscall, no allocation: usable from a fork handler.
-fn pid_gone(pid: u32) -> bool {
-    if pid > i32::MAX as u32 {
-        return true;
-    }
-    // SAFETY: kill with signal 0 only checks for existence and permission.
-    let r = unsafe { libc::kill(pid as i32, 0) };
-    r != 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
-}
 
 /// Slots over raw segment memory.
 pub(crate) struct ShmSlots {

@@ -82,12 +82,7 @@ fn is_dead(pid: u32, start: u64) -> bool {
 fn pid_gone(pid: u32) -> bool {
     #[cfg(not(loom))]
     {
-        if pid == 0 || pid > i32::MAX as u32 {
-            return false;
-        }
-        // SAFETY: signal 0 only checks existence and permission.
-        let r = unsafe { libc::kill(pid as i32, 0) };
-        r == -1 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
+        crate::util::proc::pid_gone(pid)
     }
     #[cfg(loom)]
     {

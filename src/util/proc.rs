@@ -84,6 +84,21 @@ pub enum Liveness {
     Unknown,
 }
 
+/// Whether no process has this pid at all: one `kill(pid, 0)`, no allocation, so a fork
+/// handler may call it. A zombie still counts as present (see [`ProcessToken::liveness`]);
+/// pid 0 is never gone, and a pid no process can have always is.
+pub fn pid_gone(pid: u32) -> bool {
+    if pid == 0 {
+        return false;
+    }
+    if pid > i32::MAX as u32 {
+        return true;
+    }
+    // SAFETY: signal 0 only checks existence and permission.
+    let r = unsafe { libc::kill(pid as i32, 0) };
+    r == -1 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
+}
+
 /// Reads (state, start time) from a `stat` file of procfs (a process's or a thread's).
 fn read_stat(path: &str) -> Option<(u8, u64)> {
     let text = std::fs::read(path).ok()?;
