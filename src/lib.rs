@@ -11,6 +11,8 @@
 //! | [`shm`] — segments | [`Segment`](shm::Segment) (anonymous, named, memfd), [`SegmentBuilder`](shm::SegmentBuilder), [`Header`](shm::Header), [`Kind`](shm::Kind), [`Layout`](shm::Layout), [`Offset`](shm::Offset), [`Shareable`](shm::Shareable), [`list`](shm::list) |
 //! | [`futex`] — waiting | [`wait`](futex::wait), [`wake`](futex::wake), [`WaitCell`](futex::WaitCell), [`WaitStrategy`](futex::WaitStrategy) |
 //! | [`sync`] — synchronization | [`Lock`](sync::Lock), [`RLock`](sync::RLock), [`Semaphore`](sync::Semaphore), [`BoundedSemaphore`](sync::BoundedSemaphore), [`Event`](sync::Event), [`Condition`](sync::Condition), [`Barrier`](sync::Barrier) — robust to a dead holder |
+//! | [`value`] — shared data | [`Value`](value::Value), [`RawValue`](value::RawValue), [`Array`](value::Array), [`RawArray`](value::RawArray) |
+//! | [`pipe`] — connections | [`Pipe`](pipe::Pipe), [`Connection`](pipe::Connection), [`wait`](pipe::wait) — on shared-memory frame rings, end-of-file on close or death |
 //! | [`util`] — helpers | [`ProcessToken`](util::proc::ProcessToken) (pid + start time), [`Liveness`](util::proc::Liveness) |
 //! | `bench` (feature) | peer implementations for the benchmarks: pipe, socketpair, spin ring |
 //!
@@ -30,11 +32,15 @@ compile_error!("shmkit supports Linux only (futexes, memfd, /dev/shm)");
 mod primitive;
 
 pub mod futex;
+#[cfg(not(loom))]
+pub mod pipe;
 pub mod queue;
 #[cfg(not(loom))]
 pub mod shm;
 pub mod sync;
 pub mod util;
+#[cfg(not(loom))]
+pub mod value;
 
 #[cfg(all(feature = "bench", not(loom)))]
 pub mod bench;

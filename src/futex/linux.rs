@@ -68,3 +68,74 @@ pub(super) fn wake(word: &AtomicU32, n: u32) -> usize {
         r as usize
     }
 }
+
+/// `futex_waitv(2)` (Linux 5.16): the same number on every architecture that has it.
+const SYS_FUTEX_WAITV: libc::c_long = 449;
+/// Its limit on words per call.
+pub(super) const WAITV_MAX: usize = 128;
+/// `FUTEX2_SIZE_U32`; no `FUTEX2_PRIVATE`, so the words may be shared between processes.
+const FUTEX2_SIZE_U32: u32 = 0x02;
+
+/// The kernel's `struct futex_waitv`.
+#[repr(C)]
+struct FutexWaitv {
+    val: u64,
+    uaddr: u64,
+    flags: u32,
+    reserved: u32,
+}
+
+/// Set once `futex_waitv` answered ENOSYS (an older kernel or a seccomp filter).
+static NO_WAITV: crate::primitive::atomic::AtomicBool = crate::primitive::atomic::AtomicBool::new(false);
+
+/// How long a waiter on several words parks on just the first when `futex_waitv` is
+/// missing, before re-polling them all.
+const WAITV_FALLBACK: std::time::Duration = std::time::Duration::from_millis(1);
+
+pub(super) fn wait_any(words: &[(&AtomicU32, u32)], deadline: Option<Instant>) -> WaitOutcome {
+    let Some(&(first, first_expected)) = words.first() else { return WaitOutcome::Mismatch };
+    // Relaxed: a cache of a kernel property.
+    if words.len() > WAITV_MAX || NO_WAITV.load(crate::primitive::atomic::Ordering::Relaxed) {
+        let cap = Instant::now() + WAITV_FALLBACK;
+        let until = Some(deadline.map_or(cap, |d| d.min(cap)));
+        return wait(first, first_expected, until);
+    }
+    let v: Vec<FutexWaitv> = words
+        .iter()
+        .map(|&(w, expected)| FutexWaitv {
+            val: u64::from(expected),
+            uaddr: w.as_ptr() as u64,
+            flags: FUTEX2_SIZE_U32,
+            reserved: 0,
+        })
+        .collect();
+    let ts = deadline.map(monotonic_deadline);
+    let ts_ptr = ts.as_ref().map_or(std::ptr::null(), |t| t as *const libc::timespec);
+    loop {
+        // SAFETY: `v` holds live, aligned u32 addresses (borrowed for the call) and outlives
+        // it; `ts_ptr` is null or points at `ts`; flags 0, absolute CLOCK_MONOTONIC time.
+        let r = unsafe {
+            libc::syscall(
+                SYS_FUTEX_WAITV,
+                v.as_ptr(),
+                v.len() as libc::c_uint,
+                0u32,
+                ts_ptr,
+                libc::CLOCK_MONOTONIC,
+            )
+        };
+        if r >= 0 {
+            return WaitOutcome::Woken;
+        }
+        match std::io::Error::last_os_error().raw_os_error() {
+            Some(libc::EAGAIN) => return WaitOutcome::Mismatch,
+            Some(libc::ETIMEDOUT) => return WaitOutcome::TimedOut,
+            Some(libc::EINTR) => continue,
+            Some(libc::ENOSYS) => {
+                NO_WAITV.store(true, crate::primitive::atomic::Ordering::Relaxed);
+                return wait_any(words, deadline);
+            }
+            _ => return WaitOutcome::Woken,
+        }
+    }
+}

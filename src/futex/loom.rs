@@ -61,3 +61,31 @@ pub(super) fn wake(word: &AtomicU32, n: u32) -> usize {
     }
     woken
 }
+
+pub(super) const WAITV_MAX: usize = 128;
+
+pub(super) fn wait_any(words: &[(&AtomicU32, u32)], deadline: Option<Instant>) -> WaitOutcome {
+    if deadline.is_some() {
+        if words.iter().any(|&(w, e)| w.load(SeqCst) != e) {
+            return WaitOutcome::Mismatch;
+        }
+        loom::thread::yield_now();
+        return WaitOutcome::Woken;
+    }
+    let mut guard = TABLE.sleeping.lock().unwrap();
+    if words.iter().any(|&(w, e)| w.load(SeqCst) != e) {
+        return WaitOutcome::Mismatch;
+    }
+    guard.1 += 1;
+    let ticket = guard.1;
+    let addrs: Vec<usize> = words.iter().map(|&(w, _)| w as *const AtomicU32 as usize).collect();
+    for &a in &addrs {
+        guard.0.push((a, ticket));
+    }
+    // Woken when a wake removed any one of our entries; then withdraw the rest.
+    while guard.0.iter().filter(|&&(_, t)| t == ticket).count() == addrs.len() {
+        guard = TABLE.cv.wait(guard).unwrap();
+    }
+    guard.0.retain(|&(_, t)| t != ticket);
+    WaitOutcome::Woken
+}

@@ -107,6 +107,26 @@ pub fn wake(word: &AtomicU32, n: u32) -> usize {
     platform::wake(word, n)
 }
 
+/// Sleeps while every `word` holds its `expected` value, until one is woken or `deadline`
+/// passes: `futex_waitv(2)`, shared between processes like [`wait`]. With more than 128
+/// words, or on a kernel without `futex_waitv`, it parks on the first word for at most a
+/// millisecond (the caller re-polls, as after any wake-up).
+///
+/// # Examples
+/// ```
+/// use std::sync::atomic::AtomicU32;
+/// use std::time::{Duration, Instant};
+/// use shmkit::futex::{wait_any, WaitOutcome};
+///
+/// let (a, b) = (AtomicU32::new(1), AtomicU32::new(2));
+/// assert_eq!(wait_any(&[(&a, 1), (&b, 3)], None), WaitOutcome::Mismatch);
+/// let soon = Instant::now() + Duration::from_millis(5);
+/// assert_ne!(wait_any(&[(&a, 1), (&b, 2)], Some(soon)), WaitOutcome::Mismatch);
+/// ```
+pub fn wait_any(words: &[(&AtomicU32, u32)], deadline: Option<Instant>) -> WaitOutcome {
+    platform::wait_any(words, deadline)
+}
+
 /// When a parked waiter should wake to re-check for dead or silent peers: `after` from now.
 /// Never under loom: loom kills no peers, and an uncapped wait really blocks in the model
 /// futex, so a lost wake-up shows up as a deadlock instead of being papered over.
@@ -296,6 +316,92 @@ impl WaitCell {
             // Relaxed: the count is only a hint for notifiers; wrapping after a corruption
             // costs spare wake syscalls, never a lost wake-up (see the module docs).
             self.sleepers.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Waits on several cells at once (Python's `multiprocessing.connection.wait`): polls,
+    /// spins and yields like [`WaitCell::wait_for`], then registers as a sleeper on every
+    /// cell and parks in [`wait_any`] until one is notified. `poll` must read the shared
+    /// state with Acquire loads; each cell's notifier must notify after making its part of
+    /// the condition true.
+    ///
+    /// # Errors
+    /// [`TimedOut`] if `deadline` passed while `poll` kept returning `None`.
+    ///
+    /// # Examples
+    /// ```
+    /// use std::sync::atomic::{AtomicU32, Ordering};
+    /// use shmkit::futex::WaitCell;
+    ///
+    /// let (cells, flags) = ([WaitCell::new(), WaitCell::new()], [AtomicU32::new(0), AtomicU32::new(0)]);
+    /// std::thread::scope(|s| {
+    ///     s.spawn(|| {
+    ///         flags[1].store(1, Ordering::Release);
+    ///         cells[1].notify_all();
+    ///     });
+    ///     let ready = WaitCell::wait_any(&[&cells[0], &cells[1]], || {
+    ///         flags.iter().position(|f| f.load(Ordering::Acquire) != 0)
+    ///     }, None);
+    ///     assert_eq!(ready, Ok(1));
+    /// });
+    /// ```
+    pub fn wait_any<R>(
+        cells: &[&WaitCell],
+        mut poll: impl FnMut() -> Option<R>,
+        deadline: Option<Instant>,
+    ) -> Result<R, TimedOut> {
+        let strategy = WaitStrategy::ADAPTIVE;
+        let mut backoff = Backoff::new(strategy.spins, strategy.yields);
+        let mut words: Vec<(&AtomicU32, u32)> = Vec::with_capacity(cells.len());
+        if cells.is_empty() {
+            // Nothing can notify: poll at the fallback interval until the deadline.
+            loop {
+                if let Some(r) = poll() {
+                    return Ok(r);
+                }
+                let now = Instant::now();
+                if deadline.is_some_and(|d| now >= d) {
+                    return Err(TimedOut);
+                }
+                let nap = deadline.map_or(FALLBACK_PARK, |d| (d - now).min(FALLBACK_PARK));
+                std::thread::sleep(nap);
+            }
+        }
+        loop {
+            if let Some(r) = poll() {
+                return Ok(r);
+            }
+            let expired = || deadline.is_some_and(|d| Instant::now() >= d);
+            if !backoff.is_completed() {
+                if !backoff.is_spinning() && expired() {
+                    return Err(TimedOut);
+                }
+                backoff.snooze();
+                continue;
+            }
+            if expired() {
+                return Err(TimedOut);
+            }
+            words.clear();
+            for c in cells {
+                // Relaxed: a stale `seq` only makes the wait return at once.
+                words.push((&c.seq, c.seq.load(Ordering::Relaxed)));
+                c.sleepers.fetch_add(1, Ordering::Relaxed);
+            }
+            // SYNC(sleepers): as in `wait_with`, for every cell at once.
+            let max_park = if membarrier::heavy() { strategy.max_park } else { FALLBACK_PARK };
+            let r = poll();
+            if r.is_none() {
+                let park_until = earliest(deadline, recheck_after(max_park));
+                wait_any(&words, park_until);
+            }
+            for c in cells {
+                // Relaxed: as in `wait_with`.
+                c.sleepers.fetch_sub(1, Ordering::Relaxed);
+            }
+            if let Some(r) = r {
+                return Ok(r);
+            }
         }
     }
 

@@ -35,6 +35,49 @@ pub fn decode_frame(slot: &[u8], max: usize) -> Result<&[u8], RecvError> {
     slot.get(LEN_BYTES..LEN_BYTES + len).ok_or(RecvError::Corrupted("frame length beyond its slot"))
 }
 
+/// The largest frame a ring of frames carries.
+pub(crate) fn max_frame(ring: &Ring) -> usize {
+    ring.geo.elem_size - LEN_BYTES
+}
+
+/// Sends one frame over a ring of frames (shared by [`FrameQueue`] and the pipe).
+pub(crate) fn send_frame<'a>(ring: &Ring, msg: &'a [u8], wait: Wait) -> Result<(), SendError<&'a [u8]>> {
+    let max = max_frame(ring);
+    if msg.len() > max {
+        return Err(SendError::TooLarge { value: msg, len: msg.len(), max });
+    }
+    let r = core::send(ring, wait, |p| {
+        // SAFETY: the slot holds LEN_BYTES + max_frame bytes and msg.len() <= max_frame.
+        unsafe {
+            p.cast::<[u8; LEN_BYTES]>().write_unaligned((msg.len() as u32).to_le_bytes());
+            std::ptr::copy_nonoverlapping(msg.as_ptr(), p.add(LEN_BYTES), msg.len());
+        }
+    });
+    r.map_err(|f| match f {
+        SendFail::Full => SendError::Full(msg),
+        SendFail::Timeout => SendError::Timeout(msg),
+        SendFail::Disconnected => SendError::Disconnected(msg),
+        SendFail::Corrupted => SendError::Corrupted(msg),
+    })
+}
+
+/// Receives one frame from a ring of frames into `f`, which gets the message bytes while
+/// they are still in the slot (no intermediate copy).
+pub(crate) fn recv_frame<R>(ring: &Ring, wait: Wait, mut f: impl FnMut(&[u8]) -> R) -> Result<R, RecvError> {
+    let elem = ring.geo.elem_size;
+    let max = max_frame(ring);
+    let r = core::recv(ring, wait, |p| {
+        // SAFETY: we hold the slot (READING); it has `elem` payload bytes that nobody
+        // writes meanwhile.
+        let slot = unsafe { std::slice::from_raw_parts(p, elem) };
+        decode_frame(slot, max).map(&mut f)
+    });
+    match r {
+        Ok(inner) => inner,
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// A bounded MPMC queue of byte messages of at most `max_frame` bytes each.
 ///
 /// # Examples
@@ -68,7 +111,7 @@ impl fmt::Debug for FrameQueue {
     }
 }
 
-fn frame_geometry(capacity: usize, max_frame: usize) -> Result<Geometry, QueueCreateError> {
+pub(crate) fn frame_geometry(capacity: usize, max_frame: usize) -> Result<Geometry, QueueCreateError> {
     let elem = max_frame.checked_add(LEN_BYTES).ok_or(super::raw::GeometryError::TooLarge)?;
     Ok(Geometry::new(FLAVOR_MPMC, elem, capacity)?)
 }
@@ -129,27 +172,11 @@ impl FrameQueue {
 
     /// The largest message accepted, in bytes.
     pub fn max_frame(&self) -> usize {
-        self.ring.geo.elem_size - LEN_BYTES
+        max_frame(&self.ring)
     }
 
     fn send_with<'a>(&self, msg: &'a [u8], wait: Wait) -> Result<(), SendError<&'a [u8]>> {
-        let max = self.max_frame();
-        if msg.len() > max {
-            return Err(SendError::TooLarge { value: msg, len: msg.len(), max });
-        }
-        let r = core::send(&self.ring, wait, |p| {
-            // SAFETY: the slot holds LEN_BYTES + max_frame bytes and msg.len() <= max_frame.
-            unsafe {
-                p.cast::<[u8; LEN_BYTES]>().write_unaligned((msg.len() as u32).to_le_bytes());
-                std::ptr::copy_nonoverlapping(msg.as_ptr(), p.add(LEN_BYTES), msg.len());
-            }
-        });
-        r.map_err(|f| match f {
-            SendFail::Full => SendError::Full(msg),
-            SendFail::Timeout => SendError::Timeout(msg),
-            SendFail::Disconnected => SendError::Disconnected(msg),
-            SendFail::Corrupted => SendError::Corrupted(msg),
-        })
+        send_frame(&self.ring, msg, wait)
     }
 
     /// Sends `msg`, blocking while the queue is full.
@@ -182,19 +209,8 @@ impl FrameQueue {
 
     /// Receives a frame into `f`, which gets the message bytes while they are still in the
     /// slot (no intermediate copy).
-    pub(crate) fn recv_with<R>(&self, wait: Wait, mut f: impl FnMut(&[u8]) -> R) -> Result<R, RecvError> {
-        let elem = self.ring.geo.elem_size;
-        let max = self.max_frame();
-        let r = core::recv(&self.ring, wait, |p| {
-            // SAFETY: we hold the slot (READING); it has `elem` payload bytes that nobody
-            // writes meanwhile.
-            let slot = unsafe { std::slice::from_raw_parts(p, elem) };
-            decode_frame(slot, max).map(&mut f)
-        });
-        match r {
-            Ok(inner) => inner,
-            Err(e) => Err(e.into()),
-        }
+    pub(crate) fn recv_with<R>(&self, wait: Wait, f: impl FnMut(&[u8]) -> R) -> Result<R, RecvError> {
+        recv_frame(&self.ring, wait, f)
     }
 
     /// Receives a message, blocking while the queue is empty.

@@ -174,6 +174,18 @@ impl Ring {
         Ok(ring)
     }
 
+    /// Writes a fresh ring's geometry and stamps at payload offset `at` of a segment that is
+    /// not yet published (so no opener can see it half-made); attach with `at_existing`.
+    pub(crate) fn prepare(seg: &Segment, at: usize, geo: &Geometry) -> Result<(), QueueCreateError> {
+        let (ctl, slots) = Self::pointers(seg, geo, at)?;
+        // SAFETY: `pointers` checked the control block in bounds and aligned.
+        geo.init(unsafe { ctl.as_ref() });
+        if geo.flavor == FLAVOR_MPMC {
+            mpmc::init(&slots, geo);
+        }
+        Ok(())
+    }
+
     /// Finishes a ring whose memory is fresh: writes geometry and stamps.
     fn init(&self) {
         self.geo.init(self.ctl());

@@ -104,6 +104,11 @@ impl Kind {
             11 => "frame-queue",
             12 => "serde-queue",
             13 => "spsc-queue",
+            14 => "value",
+            15 => "array",
+            16 => "raw-value",
+            17 => "raw-array",
+            18 => "pipe",
             c if c & USER_BIT != 0 => "user",
             _ => "unknown",
         }

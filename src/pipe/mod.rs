@@ -1,0 +1,834 @@
+//! `Pipe` and `Connection`: Python's `multiprocessing.Pipe` on shared-memory frame rings.
+//!
+//! A duplex pipe is two MPMC rings of byte frames (see [`queue`](crate::queue)) in one
+//! segment; each [`Connection`] sends on one and receives from the other. A simplex pipe
+//! has one ring, a receiving end and a sending end. Nothing goes through the kernel unless
+//! a side has to sleep (a futex).
+//!
+//! | call | Python |
+//! |---|---|
+//! | [`Pipe::new`] → `(a, b)` | `Pipe()` |
+//! | [`Pipe::simplex`] → `(reader, writer)` | `Pipe(duplex=False)` |
+//! | [`Pipe::create`] / [`Pipe::open`] | a pipe between unrelated processes, by name |
+//! | [`send_bytes`](Connection::send_bytes) / [`recv_bytes`](Connection::recv_bytes) / [`recv_bytes_into`](Connection::recv_bytes_into) | same names |
+//! | [`send`](Connection::send) / [`recv`](Connection::recv) | `send`/`recv` of `Pod` values |
+//! | `send_serde` / `recv_serde` (feature `serde`) | `send`/`recv` of any object (postcard, not pickle) |
+//! | [`poll`](Connection::poll), [`wait`] | `poll`, `multiprocessing.connection.wait` |
+//! | [`close`](Connection::close) | `close` |
+//!
+//! # Messages
+//! Each message is at most [`max_message`](Connection::max_message) bytes (64 KiB by
+//! default, set with [`PipeBuilder::max_message`]); a longer one is
+//! [`ConnectionError::TooLarge`] and nothing is sent. At most
+//! [`capacity`](PipeBuilder::capacity) messages wait in each direction (64 by default);
+//! a sender then blocks. Memory: `capacity × (max_message + 12)` bytes per direction, of
+//! which only the touched pages are ever resident.
+//!
+//! A receive that cannot hand a message over — `recv_bytes_into` with a buffer too small
+//! ([`ConnectionError::BufferTooSmall`], which reports the size needed), `recv` of a message
+//! of another size, `recv_serde` of bytes that do not decode — keeps the message: the next
+//! receive on this connection in this process returns it.
+//!
+//! # End of file
+//! As with an OS pipe, an end is alive while some process holds a handle to it: made,
+//! opened, or inherited through `fork` (drop the end you do not use after forking, as in
+//! Python). When every holder of the other end has closed or dropped it, or died — even by
+//! SIGKILL — a receiver drains what was sent, then gets [`ConnectionError::Disconnected`]
+//! (within about 100 ms of the death); it never hangs. A send to such an end fails with
+//! `Disconnected` too: at once when the pipe is full, otherwise on the first send and then
+//! at least every 10 ms.
+//!
+//! # Examples
+//! ```
+//! use shmkit::pipe::Pipe;
+//!
+//! let (a, b) = Pipe::new()?;
+//! a.send_bytes(b"ping")?;
+//! assert_eq!(b.recv_bytes()?, b"ping");
+//! b.send(&42u64)?;
+//! assert_eq!(a.recv::<u64>()?, 42);
+//! let mut small = [0u8; 2];
+//! a.send_bytes(b"too long")?;
+//! assert!(b.recv_bytes_into(&mut small).is_err()); // reports 8 bytes needed, keeps it
+//! assert_eq!(b.recv_bytes()?, b"too long");
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytemuck::Pod;
+
+use crate::futex::WaitCell;
+use crate::primitive::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use crate::queue::core::Wait;
+use crate::queue::frames::{frame_geometry, max_frame, recv_frame, send_frame};
+use crate::queue::raw::{mpmc, Geometry, GeometryError, FLAVOR_MPMC};
+use crate::queue::ring::{Patience, Ring, Role};
+use crate::queue::{QueueCreateError, QueueOpenError, RecvError, SendError};
+use crate::shm::{Kind, Offset, Segment, Shareable};
+
+pub(crate) const KIND_PIPE: u32 = 18;
+
+fn pipe_kind() -> Kind {
+    Kind::new(KIND_PIPE, 0)
+}
+
+/// Default messages waiting per direction.
+pub const DEFAULT_CAPACITY: usize = 64;
+/// Default largest message, in bytes (an OS pipe's buffer on Linux).
+pub const DEFAULT_MAX_MESSAGE: usize = 64 * 1024;
+
+/// The pipe's own header at payload offset 0; the rings follow at 128-aligned offsets.
+#[repr(C)]
+#[derive(Debug, Default)]
+pub struct PipeHeader {
+    /// 2 for a duplex pipe (two rings), 1 for a simplex one.
+    rings: AtomicU32,
+    /// Non-zero once the second end of a named pipe was opened (anonymous pipes: at once).
+    peer_attached: AtomicU32,
+    capacity: AtomicU64,
+    max_message: AtomicU64,
+}
+
+// SAFETY: u32/u64 atomics, `#[repr(C)]`; every value is validated before use.
+unsafe impl Shareable for PipeHeader {}
+
+const RINGS_AT: usize = 128;
+
+/// Where the rings of a pipe with this geometry live, and the bytes it needs.
+fn layout(geo: &Geometry, rings: usize) -> Result<([usize; 2], usize), GeometryError> {
+    let ring = Ring::size_for(geo)?.checked_next_multiple_of(128).ok_or(GeometryError::TooLarge)?;
+    let second = RINGS_AT.checked_add(ring).ok_or(GeometryError::TooLarge)?;
+    let total = RINGS_AT.checked_add(ring.checked_mul(rings).ok_or(GeometryError::TooLarge)?);
+    Ok(([RINGS_AT, second], total.ok_or(GeometryError::TooLarge)?))
+}
+
+/// Why a connection operation failed. Nothing is lost: a message that could not be
+/// delivered stays queued or is kept for the next receive.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConnectionError {
+    /// Every holder of the other end closed it or died, and nothing is left to receive (or,
+    /// for a send, nobody is left to receive it). Python's `EOFError` / `BrokenPipeError`.
+    #[error("the other end of the pipe is closed or gone")]
+    Disconnected,
+    /// The timeout passed first.
+    #[error("timed out")]
+    Timeout,
+    /// This connection was closed by [`Connection::close`].
+    #[error("this connection is closed")]
+    Closed,
+    /// A send on the receiving end of a simplex pipe.
+    #[error("this end of the pipe only receives")]
+    NotWritable,
+    /// A receive on the sending end of a simplex pipe.
+    #[error("this end of the pipe only sends")]
+    NotReadable,
+    /// The message is longer than the pipe's maximum; nothing was sent.
+    #[error("message of {len} bytes above the pipe's maximum of {max}")]
+    TooLarge {
+        /// The message's length.
+        len: usize,
+        /// The pipe's largest message.
+        max: usize,
+    },
+    /// The buffer given to `recv_bytes_into` is shorter than the message, which is kept for
+    /// the next receive (Python's `BufferTooShort`).
+    #[error("buffer too small: the message has {needed} bytes")]
+    BufferTooSmall {
+        /// The message's length.
+        needed: usize,
+    },
+    /// `recv::<T>` found a message that is not `size_of::<T>()` bytes long; it is kept.
+    #[error("message of {len} bytes where {expected} were expected")]
+    WrongSize {
+        /// The message's length.
+        len: usize,
+        /// `size_of::<T>()`.
+        expected: usize,
+    },
+    /// A value could not be encoded (feature `serde`).
+    #[error("encode: {0}")]
+    Encode(String),
+    /// A message did not decode as the requested type (feature `serde`); it is kept.
+    #[error("decode: {0}")]
+    Decode(String),
+    /// The shared ring holds impossible state (a peer wrote garbage).
+    #[error("corrupted pipe: {0}")]
+    Corrupted(&'static str),
+}
+
+impl From<RecvError> for ConnectionError {
+    fn from(e: RecvError) -> Self {
+        match e {
+            RecvError::Empty | RecvError::Timeout => ConnectionError::Timeout,
+            RecvError::Disconnected => ConnectionError::Disconnected,
+            RecvError::Corrupted(w) | RecvError::Decode(w) => ConnectionError::Corrupted(w),
+            _ => ConnectionError::Corrupted("unexpected receive failure"),
+        }
+    }
+}
+
+impl<T> From<SendError<T>> for ConnectionError {
+    fn from(e: SendError<T>) -> Self {
+        match e {
+            SendError::Full(_) | SendError::Timeout(_) => ConnectionError::Timeout,
+            SendError::Disconnected(_) => ConnectionError::Disconnected,
+            SendError::TooLarge { len, max, .. } => ConnectionError::TooLarge { len, max },
+            SendError::Encode(_) => ConnectionError::Encode("value could not be encoded".into()),
+            _ => ConnectionError::Corrupted("ring stamps contradict head or tail"),
+        }
+    }
+}
+
+/// Options for a new pipe.
+///
+/// # Examples
+/// ```
+/// let (a, b) = shmkit::pipe::Pipe::builder().capacity(8).max_message(1 << 20).build()?;
+/// a.send_bytes(&vec![7u8; 1 << 20])?;
+/// assert_eq!(b.recv_bytes()?.len(), 1 << 20);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone, Copy, Debug)]
+pub struct PipeBuilder {
+    capacity: usize,
+    max_message: usize,
+}
+
+impl Default for PipeBuilder {
+    fn default() -> Self {
+        PipeBuilder { capacity: DEFAULT_CAPACITY, max_message: DEFAULT_MAX_MESSAGE }
+    }
+}
+
+impl PipeBuilder {
+    /// Messages waiting per direction before a sender blocks (rounded up to a power of two;
+    /// 0 is an error at build time).
+    pub fn capacity(mut self, messages: usize) -> Self {
+        self.capacity = messages;
+        self
+    }
+
+    /// The largest message, in bytes.
+    pub fn max_message(mut self, bytes: usize) -> Self {
+        self.max_message = bytes;
+        self
+    }
+
+    fn make(
+        self,
+        rings: usize,
+        name: Option<&str>,
+    ) -> Result<(Arc<Segment>, [Arc<Ring>; 2]), QueueCreateError> {
+        let geo = frame_geometry(self.capacity, self.max_message)?;
+        let (at, total) = layout(&geo, rings)?;
+        let builder = Segment::builder(pipe_kind(), total);
+        let seg = match name {
+            Some(n) => builder.named(n)?,
+            None => builder.anonymous()?,
+        };
+        let h: &PipeHeader = seg.get(Offset::new(0))?;
+        // Relaxed: the segment's publication orders these before any opener reads them.
+        h.rings.store(rings as u32, Ordering::Relaxed);
+        h.capacity.store(self.capacity as u64, Ordering::Relaxed);
+        h.max_message.store(self.max_message as u64, Ordering::Relaxed);
+        h.peer_attached.store(u32::from(name.is_none()), Ordering::Relaxed);
+        for &a in &at[..rings] {
+            Ring::prepare(&seg, a, &geo)?;
+        }
+        let seg = Arc::new(seg.publish());
+        let attach = |a: usize| {
+            Ring::at_existing(seg.clone(), a, FLAVOR_MPMC, geo.elem_size).map(Arc::new).map_err(|e| match e {
+                QueueOpenError::Geometry(g) => QueueCreateError::Geometry(g),
+                QueueOpenError::Shm(_) => QueueCreateError::Geometry(GeometryError::Mismatch("pipe ring")),
+            })
+        };
+        let r0 = attach(at[0])?;
+        let r1 = if rings == 2 { attach(at[1])? } else { r0.clone() };
+        Ok((seg, [r0, r1]))
+    }
+
+    /// A duplex pipe in a new anonymous segment (inherited by `fork`).
+    ///
+    /// # Errors
+    /// [`QueueCreateError`] for a zero capacity, sizes too large, or a segment error.
+    pub fn build(self) -> Result<(Connection, Connection), QueueCreateError> {
+        let (seg, [r0, r1]) = self.make(2, None)?;
+        let a = Connection::new(seg.clone(), Some(r1.clone()), Some(r0.clone()));
+        let b = Connection::new(seg, Some(r0), Some(r1));
+        Ok((a, b))
+    }
+
+    /// A simplex pipe: `(reader, writer)`.
+    ///
+    /// # Errors
+    /// As [`PipeBuilder::build`].
+    pub fn simplex(self) -> Result<(Connection, Connection), QueueCreateError> {
+        let (seg, [r0, _]) = self.make(1, None)?;
+        let reader = Connection::new(seg.clone(), Some(r0.clone()), None);
+        let writer = Connection::new(seg, None, Some(r0));
+        Ok((reader, writer))
+    }
+
+    /// A duplex pipe in a new named segment: returns the first end; another process gets
+    /// the second with [`Pipe::open`]. Until then, the first end's receives wait (they do
+    /// not report a missing peer).
+    ///
+    /// # Errors
+    /// As [`PipeBuilder::build`], or the name is taken or invalid.
+    pub fn create(self, name: &str) -> Result<Connection, QueueCreateError> {
+        let (seg, [r0, r1]) = self.make(2, Some(name))?;
+        Ok(Connection::new(seg, Some(r1), Some(r0)))
+    }
+}
+
+/// Creates pipes: see the [module docs](self).
+#[derive(Debug)]
+pub struct Pipe;
+
+impl Pipe {
+    /// A duplex pipe with the default sizes: two connected [`Connection`]s.
+    ///
+    /// # Errors
+    /// As [`PipeBuilder::build`].
+    #[allow(clippy::new_ret_no_self)]
+    pub fn new() -> Result<(Connection, Connection), QueueCreateError> {
+        PipeBuilder::default().build()
+    }
+
+    /// A simplex pipe with the default sizes: `(reader, writer)`.
+    ///
+    /// # Errors
+    /// As [`PipeBuilder::build`].
+    pub fn simplex() -> Result<(Connection, Connection), QueueCreateError> {
+        PipeBuilder::default().simplex()
+    }
+
+    /// Options: capacity and largest message.
+    pub fn builder() -> PipeBuilder {
+        PipeBuilder::default()
+    }
+
+    /// A named duplex pipe with the default sizes; see [`PipeBuilder::create`].
+    ///
+    /// # Errors
+    /// As [`PipeBuilder::create`].
+    pub fn create(name: &str) -> Result<Connection, QueueCreateError> {
+        PipeBuilder::default().create(name)
+    }
+
+    /// The second end of a pipe made by [`Pipe::create`] (sizes are read from the segment
+    /// and checked).
+    ///
+    /// # Errors
+    /// [`QueueOpenError`]: missing, not a pipe, or a header or ring that disagrees with the
+    /// segment.
+    pub fn open(name: &str) -> Result<Connection, QueueOpenError> {
+        let seg = Arc::new(Segment::open(name, pipe_kind())?);
+        let (rings, [r0, r1]) = attach(&seg)?;
+        if rings != 2 {
+            return Err(GeometryError::Mismatch("a named pipe has two rings").into());
+        }
+        let h: &PipeHeader = seg.get(Offset::new(0)).map_err(|_| GeometryError::Mismatch("pipe header"))?;
+        let conn = Connection::new(seg.clone(), Some(r0), Some(r1));
+        // Release: our member records (made above) are visible before the flag.
+        h.peer_attached.store(1, Ordering::Release);
+        Ok(conn)
+    }
+}
+
+/// Attaches the rings of a pipe segment, validating its header (the fuzzed decoder).
+pub(crate) fn attach(seg: &Arc<Segment>) -> Result<(usize, [Arc<Ring>; 2]), QueueOpenError> {
+    let h: &PipeHeader = seg.get(Offset::new(0)).map_err(|_| GeometryError::Mismatch("pipe header"))?;
+    // Relaxed: the segment's publication ordered the header.
+    let rings = h.rings.load(Ordering::Relaxed) as usize;
+    if rings != 1 && rings != 2 {
+        return Err(GeometryError::Mismatch("pipe ring count").into());
+    }
+    let capacity =
+        usize::try_from(h.capacity.load(Ordering::Relaxed)).map_err(|_| GeometryError::TooLarge)?;
+    let max = usize::try_from(h.max_message.load(Ordering::Relaxed)).map_err(|_| GeometryError::TooLarge)?;
+    let geo = frame_geometry(capacity, max).map_err(|e| match e {
+        QueueCreateError::Geometry(g) => g,
+        _ => GeometryError::Mismatch("pipe geometry"),
+    })?;
+    let (at, total) = layout(&geo, rings)?;
+    if total > seg.payload_len() {
+        return Err(GeometryError::Mismatch("pipe larger than its segment").into());
+    }
+    let r0 = Arc::new(Ring::at_existing(seg.clone(), at[0], FLAVOR_MPMC, geo.elem_size)?);
+    let r1 = if rings == 2 {
+        Arc::new(Ring::at_existing(seg.clone(), at[1], FLAVOR_MPMC, geo.elem_size)?)
+    } else {
+        r0.clone()
+    };
+    Ok((rings, [r0, r1]))
+}
+
+/// A message kept after a receive could not hand it over, tagged with the process that
+/// kept it (a forked child does not inherit it: its parent delivers it).
+type Stash = Mutex<Option<(u32, Vec<u8>)>>;
+
+/// One end of a [`Pipe`]: see the [module docs](self).
+///
+/// Safe to share between threads (`&Connection`) and, unlike Python's, between processes
+/// using the same end at once: each message is delivered whole to exactly one receiver.
+pub struct Connection {
+    seg: Arc<Segment>,
+    rx: Option<Arc<Ring>>,
+    tx: Option<Arc<Ring>>,
+    closed: AtomicBool,
+    stash: Stash,
+    /// Sends since the connection was made, and when the last peer check ran (ns).
+    sends: AtomicU64,
+    last_check: AtomicU64,
+}
+
+impl fmt::Debug for Connection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Connection")
+            .field("readable", &self.rx.is_some())
+            .field("writable", &self.tx.is_some())
+            .field("closed", &self.is_closed())
+            .finish()
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
+/// Process-local time origin for the send-side peer checks.
+static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+
+fn now_ns() -> u64 {
+    EPOCH.get_or_init(Instant::now).elapsed().as_nanos() as u64
+}
+
+/// How often a sender re-checks that someone can still receive, at most.
+const SEND_CHECK: Duration = Duration::from_millis(10);
+/// Sends between clock readings for that check.
+const SEND_CHECK_EVERY: u64 = 64;
+
+impl Connection {
+    fn new(seg: Arc<Segment>, rx: Option<Arc<Ring>>, tx: Option<Arc<Ring>>) -> Connection {
+        if let Some(r) = &rx {
+            r.add_handle(Role::Receiver);
+        }
+        if let Some(t) = &tx {
+            t.add_handle(Role::Sender);
+        }
+        Connection {
+            seg,
+            rx,
+            tx,
+            closed: AtomicBool::new(false),
+            stash: Mutex::new(None),
+            sends: AtomicU64::new(0),
+            last_check: AtomicU64::new(0),
+        }
+    }
+
+    fn release(&self) {
+        // AcqRel: one caller releases the roles.
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        if let Some(r) = &self.rx {
+            r.drop_handle(Role::Receiver);
+        }
+        if let Some(t) = &self.tx {
+            t.drop_handle(Role::Sender);
+        }
+    }
+
+    /// Closes this end in this process (Python's `close`): later calls on it give
+    /// [`ConnectionError::Closed`]. The other end sees end-of-file once no process holds
+    /// this end any more. Dropping does the same.
+    pub fn close(&self) {
+        self.release();
+    }
+
+    /// Whether [`close`](Connection::close) was called.
+    pub fn is_closed(&self) -> bool {
+        // Acquire: pairs with the swap in `release`.
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// Whether this end can receive (false for a simplex pipe's sending end).
+    pub fn readable(&self) -> bool {
+        self.rx.is_some()
+    }
+
+    /// Whether this end can send (false for a simplex pipe's receiving end).
+    pub fn writable(&self) -> bool {
+        self.tx.is_some()
+    }
+
+    /// The largest message, in bytes.
+    pub fn max_message(&self) -> usize {
+        self.tx.as_ref().or(self.rx.as_ref()).map_or(0, |r| max_frame(r))
+    }
+
+    /// The segment holding the pipe.
+    pub fn segment(&self) -> &Arc<Segment> {
+        &self.seg
+    }
+
+    fn header(&self) -> Option<&PipeHeader> {
+        self.seg.get(Offset::new(0)).ok()
+    }
+
+    /// Whether the other end was ever attached (always, for anonymous pipes).
+    fn peer_attached(&self) -> bool {
+        // Acquire: pairs with the Release in `Pipe::open`.
+        self.header().is_some_and(|h| h.peer_attached.load(Ordering::Acquire) != 0)
+    }
+
+    fn tx(&self) -> Result<&Ring, ConnectionError> {
+        if self.is_closed() {
+            return Err(ConnectionError::Closed);
+        }
+        self.tx.as_deref().ok_or(ConnectionError::NotWritable)
+    }
+
+    fn rx(&self) -> Result<&Ring, ConnectionError> {
+        if self.is_closed() {
+            return Err(ConnectionError::Closed);
+        }
+        self.rx.as_deref().ok_or(ConnectionError::NotReadable)
+    }
+
+    /// Whether a send should first check that a receiver is left: on the first send, then
+    /// at most every [`SEND_CHECK`] (the clock is read every [`SEND_CHECK_EVERY`] sends).
+    #[inline]
+    fn send_check_due(&self) -> bool {
+        // Relaxed: a rate limiter; races only shift when a check runs.
+        let n = self.sends.fetch_add(1, Ordering::Relaxed);
+        if n == 0 {
+            self.last_check.store(now_ns(), Ordering::Relaxed);
+            return true;
+        }
+        if n % SEND_CHECK_EVERY != 0 {
+            return false;
+        }
+        let now = now_ns();
+        if now.saturating_sub(self.last_check.load(Ordering::Relaxed)) < SEND_CHECK.as_nanos() as u64 {
+            return false;
+        }
+        self.last_check.store(now, Ordering::Relaxed);
+        true
+    }
+
+    fn send_with(&self, msg: &[u8], wait: Wait) -> Result<(), ConnectionError> {
+        let tx = self.tx()?;
+        if self.send_check_due() && self.peer_attached() && !tx.peers_alive(Role::Receiver) {
+            return Err(ConnectionError::Disconnected);
+        }
+        send_frame(tx, msg, wait).map_err(Into::into)
+    }
+
+    /// Sends `msg` as one message, blocking while the pipe is full.
+    ///
+    /// # Errors
+    /// [`TooLarge`](ConnectionError::TooLarge), [`Disconnected`](ConnectionError::Disconnected),
+    /// `Closed`, `NotWritable`, `Corrupted`.
+    pub fn send_bytes(&self, msg: &[u8]) -> Result<(), ConnectionError> {
+        self.send_with(msg, Wait::Until(None))
+    }
+
+    /// Sends `msg`, waiting at most `timeout` for room.
+    ///
+    /// # Errors
+    /// As [`send_bytes`](Connection::send_bytes), and [`Timeout`](ConnectionError::Timeout).
+    pub fn send_bytes_timeout(&self, msg: &[u8], timeout: Duration) -> Result<(), ConnectionError> {
+        self.send_with(msg, Wait::timeout(timeout))
+    }
+
+    /// Sends a `Pod` value as its bytes.
+    ///
+    /// # Errors
+    /// As [`send_bytes`](Connection::send_bytes).
+    pub fn send<T: Pod>(&self, v: &T) -> Result<(), ConnectionError> {
+        self.send_bytes(bytemuck::bytes_of(v))
+    }
+
+    fn take_stash(&self) -> Option<Vec<u8>> {
+        let mut s = self.stash.lock().unwrap_or_else(|p| p.into_inner());
+        match s.take() {
+            Some((pid, v)) if pid == std::process::id() => Some(v),
+            _ => None,
+        }
+    }
+
+    fn has_stash(&self) -> bool {
+        let s = self.stash.lock().unwrap_or_else(|p| p.into_inner());
+        s.as_ref().is_some_and(|(pid, _)| *pid == std::process::id())
+    }
+
+    fn keep(&self, v: Vec<u8>) {
+        *self.stash.lock().unwrap_or_else(|p| p.into_inner()) = Some((std::process::id(), v));
+    }
+
+    /// Receives one message and hands its bytes to `f`; `Err(())` from `f` keeps the
+    /// message (copied) for the next receive.
+    fn recv_with<R>(
+        &self,
+        wait: Wait,
+        mut f: impl FnMut(&[u8]) -> Result<R, ConnectionError>,
+    ) -> Result<R, ConnectionError> {
+        let rx = self.rx()?;
+        if let Some(kept) = self.take_stash() {
+            return match f(&kept) {
+                Ok(r) => Ok(r),
+                Err(e) => {
+                    self.keep(kept);
+                    Err(e)
+                }
+            };
+        }
+        let wait = if self.peer_attached() { wait } else { self.wait_for_peer(rx, wait)? };
+        let mut failed = None;
+        let r = recv_frame(rx, wait, |m| match f(m) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                failed = Some((e, m.to_vec()));
+                None
+            }
+        })?;
+        match (r, failed) {
+            (Some(r), _) => Ok(r),
+            (None, Some((e, kept))) => {
+                self.keep(kept);
+                Err(e)
+            }
+            (None, None) => Err(ConnectionError::Corrupted("receive produced nothing")),
+        }
+    }
+
+    /// Before the other end of a named pipe is first opened there is no sender to miss:
+    /// wait for a message (or the peer) without the dead-peer check.
+    fn wait_for_peer(&self, rx: &Ring, wait: Wait) -> Result<Wait, ConnectionError> {
+        let deadline = match wait {
+            Wait::No => return Ok(wait),
+            Wait::Until(d) => d,
+        };
+        let ctl = rx.ctl();
+        let r = ctl.not_empty.wait_for(
+            || (self.peer_attached() || mpmc::head_ready(ctl, &rx.slots, &rx.geo)).then_some(()),
+            deadline,
+        );
+        r.map(|()| wait).map_err(|_| ConnectionError::Timeout)
+    }
+
+    /// Receives a message, blocking until one arrives.
+    ///
+    /// # Errors
+    /// [`Disconnected`](ConnectionError::Disconnected) once the other end is gone and
+    /// everything it sent was received; `Closed`, `NotReadable`, `Corrupted`.
+    pub fn recv_bytes(&self) -> Result<Vec<u8>, ConnectionError> {
+        self.recv_with(Wait::Until(None), |m| Ok(m.to_vec()))
+    }
+
+    /// Receives a message, waiting at most `timeout`.
+    ///
+    /// # Errors
+    /// As [`recv_bytes`](Connection::recv_bytes), and [`Timeout`](ConnectionError::Timeout).
+    pub fn recv_bytes_timeout(&self, timeout: Duration) -> Result<Vec<u8>, ConnectionError> {
+        self.recv_with(Wait::timeout(timeout), |m| Ok(m.to_vec()))
+    }
+
+    /// Receives a message into `buf`, returning its length. No allocation.
+    ///
+    /// # Errors
+    /// [`BufferTooSmall`](ConnectionError::BufferTooSmall) with the size needed if the
+    /// message does not fit; it is kept for the next receive. Otherwise as
+    /// [`recv_bytes`](Connection::recv_bytes).
+    pub fn recv_bytes_into(&self, buf: &mut [u8]) -> Result<usize, ConnectionError> {
+        self.recv_with(Wait::Until(None), |m| match buf.get_mut(..m.len()) {
+            Some(dst) => {
+                dst.copy_from_slice(m);
+                Ok(m.len())
+            }
+            None => Err(ConnectionError::BufferTooSmall { needed: m.len() }),
+        })
+    }
+
+    /// [`recv_bytes_into`](Connection::recv_bytes_into) waiting at most `timeout`.
+    ///
+    /// # Errors
+    /// As `recv_bytes_into`, and [`Timeout`](ConnectionError::Timeout).
+    pub fn recv_bytes_into_timeout(
+        &self,
+        buf: &mut [u8],
+        timeout: Duration,
+    ) -> Result<usize, ConnectionError> {
+        self.recv_with(Wait::timeout(timeout), |m| match buf.get_mut(..m.len()) {
+            Some(dst) => {
+                dst.copy_from_slice(m);
+                Ok(m.len())
+            }
+            None => Err(ConnectionError::BufferTooSmall { needed: m.len() }),
+        })
+    }
+
+    /// Receives a `Pod` value sent with [`send`](Connection::send).
+    ///
+    /// # Errors
+    /// [`WrongSize`](ConnectionError::WrongSize) if the message is not `size_of::<T>()`
+    /// bytes (it is kept); otherwise as [`recv_bytes`](Connection::recv_bytes).
+    pub fn recv<T: Pod>(&self) -> Result<T, ConnectionError> {
+        self.recv_with(Wait::Until(None), decode_pod)
+    }
+
+    /// [`recv`](Connection::recv) waiting at most `timeout`.
+    ///
+    /// # Errors
+    /// As `recv`, and [`Timeout`](ConnectionError::Timeout).
+    pub fn recv_timeout<T: Pod>(&self, timeout: Duration) -> Result<T, ConnectionError> {
+        self.recv_with(Wait::timeout(timeout), decode_pod)
+    }
+
+    /// Whether a receive would return without waiting: a message is ready, or the other end
+    /// is gone (the receive then reports `Disconnected`). Waits at most `timeout`
+    /// (`Duration::ZERO`: just looks).
+    ///
+    /// # Errors
+    /// `Closed`, `NotReadable`.
+    pub fn poll(&self, timeout: Duration) -> Result<bool, ConnectionError> {
+        self.rx()?;
+        Ok(!wait(&[self], Some(timeout)).is_empty())
+    }
+
+    /// Ready without the (expensive) check of the peer's liveness.
+    fn ready_now(&self) -> bool {
+        let Ok(rx) = self.rx() else { return true };
+        self.has_stash() || rx.is_closed() || mpmc::head_ready(rx.ctl(), &rx.slots, &rx.geo)
+    }
+
+    /// Whether every holder of the other end is gone (reads `/proc`).
+    fn peer_gone(&self) -> bool {
+        self.rx().is_ok_and(|rx| self.peer_attached() && !rx.peers_alive(Role::Sender))
+    }
+}
+
+fn decode_pod<T: Pod>(m: &[u8]) -> Result<T, ConnectionError> {
+    if m.len() != std::mem::size_of::<T>() {
+        return Err(ConnectionError::WrongSize { len: m.len(), expected: std::mem::size_of::<T>() });
+    }
+    Ok(bytemuck::pod_read_unaligned(m))
+}
+
+#[cfg(feature = "serde")]
+impl Connection {
+    /// Sends any serde value, encoded with postcard (Python's `send` of an object).
+    ///
+    /// # Errors
+    /// [`Encode`](ConnectionError::Encode), or as [`send_bytes`](Connection::send_bytes).
+    ///
+    /// # Examples
+    /// ```
+    /// let (a, b) = shmkit::pipe::Pipe::new()?;
+    /// a.send_serde(&("hello", vec![1, 2, 3]))?;
+    /// let (s, v): (String, Vec<i32>) = b.recv_serde()?;
+    /// assert_eq!((s.as_str(), v), ("hello", vec![1, 2, 3]));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn send_serde<T: serde::Serialize + ?Sized>(&self, v: &T) -> Result<(), ConnectionError> {
+        let bytes = postcard::to_allocvec(v).map_err(|e| ConnectionError::Encode(e.to_string()))?;
+        self.send_bytes(&bytes)
+    }
+
+    /// Receives a value sent with [`send_serde`](Connection::send_serde).
+    ///
+    /// # Errors
+    /// [`Decode`](ConnectionError::Decode) (the message is kept), or as
+    /// [`recv_bytes`](Connection::recv_bytes).
+    pub fn recv_serde<T: serde::de::DeserializeOwned>(&self) -> Result<T, ConnectionError> {
+        self.recv_with(Wait::Until(None), |m| {
+            postcard::from_bytes(m).map_err(|e| ConnectionError::Decode(e.to_string()))
+        })
+    }
+
+    /// [`recv_serde`](Connection::recv_serde) waiting at most `timeout`.
+    ///
+    /// # Errors
+    /// As `recv_serde`, and [`Timeout`](ConnectionError::Timeout).
+    pub fn recv_serde_timeout<T: serde::de::DeserializeOwned>(
+        &self,
+        timeout: Duration,
+    ) -> Result<T, ConnectionError> {
+        self.recv_with(Wait::timeout(timeout), |m| {
+            postcard::from_bytes(m).map_err(|e| ConnectionError::Decode(e.to_string()))
+        })
+    }
+}
+
+/// Waits until at least one of `conns` is ready to receive (a message waits, or its other
+/// end is gone, or it was closed), like `multiprocessing.connection.wait`; returns the ready
+/// ones in the order given. Returns an empty list if `timeout` passes first (`None`: wait
+/// forever). Sleeps on all of them at once with `futex_waitv`.
+///
+/// # Examples
+/// ```
+/// use std::time::Duration;
+/// use shmkit::pipe::{wait, Pipe};
+///
+/// let (a1, b1) = Pipe::new()?;
+/// let (a2, b2) = Pipe::new()?;
+/// b2.send_bytes(b"x")?;
+/// let ready = wait(&[&a1, &a2], Some(Duration::from_secs(1)));
+/// assert_eq!(ready.len(), 1);
+/// assert!(std::ptr::eq(ready[0], &a2));
+/// assert!(wait(&[&a1], Some(Duration::from_millis(10))).is_empty());
+/// # drop(b1);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn wait<'a>(conns: &[&'a Connection], timeout: Option<Duration>) -> Vec<&'a Connection> {
+    let deadline = timeout.and_then(crate::futex::deadline_after);
+    let cells: Vec<&WaitCell> =
+        conns.iter().filter_map(|c| c.rx.as_ref()).map(|r| &r.ctl().not_empty).collect();
+    let mut patience = Patience::new();
+    let mut polled_once = false;
+    let r = WaitCell::wait_any(
+        &cells,
+        || {
+            let ready: Vec<&'a Connection> = conns.iter().copied().filter(|c| c.ready_now()).collect();
+            if !ready.is_empty() {
+                return Some(ready);
+            }
+            // A zero timeout still looks for a dead peer once.
+            let zero = timeout == Some(Duration::ZERO) && !polled_once;
+            polled_once = true;
+            if zero || patience.peer_check_due() {
+                let gone: Vec<&'a Connection> = conns.iter().copied().filter(|c| c.peer_gone()).collect();
+                if !gone.is_empty() {
+                    return Some(gone);
+                }
+            }
+            None
+        },
+        deadline,
+    );
+    let ready = r.unwrap_or_default();
+    for c in &ready {
+        // A notify meant for a receiver blocked on the same ring may have woken us instead:
+        // pass it on if the message is still there.
+        if let Some(rx) = &c.rx {
+            let ctl = rx.ctl();
+            ctl.not_empty.notify_one_if(|| mpmc::head_ready(ctl, &rx.slots, &rx.geo));
+        }
+    }
+    ready
+}
+
+/// Attaches the pipe in `seg` and drops it: for the fuzz target.
+#[doc(hidden)]
+pub fn fuzz_attach(seg: Arc<Segment>) -> Result<usize, QueueOpenError> {
+    attach(&seg).map(|(n, _)| n)
+}

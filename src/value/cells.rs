@@ -1,0 +1,304 @@
+//! The shared layout under every value type: a 64-byte header (a robust lock, the element
+//! size, alignment and count), then the elements from a 128-aligned offset.
+//!
+//! | offset | bytes | field |
+//! |---|---|---|
+//! | 0 | 24 | [`RawLock`] (unused by the raw types) |
+//! | 24 | 8 | element size |
+//! | 32 | 8 | element alignment |
+//! | 40 | 8 | element count |
+//! | 48 | 16 | reserved |
+//! | 128 | size × count | the elements |
+//!
+//! The element count is read once, when a process attaches, checked against the segment,
+//! and never re-read: a peer that rewrites it later changes nothing.
+
+use std::marker::PhantomData;
+use std::ptr::NonNull;
+use std::sync::Arc;
+
+use bytemuck::Pod;
+
+use super::ValueError;
+use crate::primitive::atomic::{AtomicU16, AtomicU32, AtomicU64, AtomicU8, Ordering};
+use crate::shm::{Kind, Offset, Segment, Shareable};
+use crate::sync::Lock;
+use crate::sync::RawLock;
+
+/// The header of a value or array in shared memory.
+#[repr(C)]
+#[derive(Debug, Default)]
+pub struct CellsHeader {
+    pub(crate) lock: RawLock,
+    elem_size: AtomicU64,
+    elem_align: AtomicU64,
+    len: AtomicU64,
+    _reserved: [AtomicU64; 2],
+}
+
+const _: () = assert!(std::mem::size_of::<CellsHeader>() == 64);
+
+// SAFETY: a RawLock and u64 atomics, `#[repr(C)]`; any bytes are either a lock state the lock
+// handles or sizes that `attach` validates before use.
+unsafe impl Shareable for CellsHeader {}
+
+/// Where the elements start, relative to the header.
+pub(crate) const DATA_AT: usize = 128;
+
+/// The largest element alignment supported (the data offset's alignment).
+pub(crate) const MAX_ALIGN: usize = DATA_AT;
+
+/// Payload bytes for `len` elements of `T` after the header.
+pub(crate) fn size_for<T>(len: usize) -> Result<usize, ValueError> {
+    std::mem::size_of::<T>().checked_mul(len).and_then(|b| b.checked_add(DATA_AT)).ok_or(ValueError::TooLarge)
+}
+
+/// Checks header fields read from shared memory against what the opener expects and the
+/// room there is; returns the element count. This is the decoder the fuzz target drives.
+///
+/// # Errors
+/// [`ValueError::Mismatch`] for a different element size or alignment,
+/// [`ValueError::Corrupted`] for a count that does not fit `room` bytes.
+pub fn check_header(
+    elem_size: u64,
+    elem_align: u64,
+    len: u64,
+    want_size: usize,
+    want_align: usize,
+    room: usize,
+) -> Result<usize, ValueError> {
+    if elem_size != want_size as u64 || elem_align != want_align as u64 {
+        return Err(ValueError::Mismatch { found_size: elem_size, found_align: elem_align });
+    }
+    let len = usize::try_from(len).map_err(|_| ValueError::Corrupted("element count overflows"))?;
+    let bytes = want_size.checked_mul(len).ok_or(ValueError::Corrupted("element count overflows"))?;
+    let end = bytes.checked_add(DATA_AT).ok_or(ValueError::Corrupted("element count overflows"))?;
+    if end > room {
+        return Err(ValueError::Corrupted("element count larger than the segment"));
+    }
+    Ok(len)
+}
+
+/// `len` elements of `T` in a segment, plus the lock of their header.
+pub(crate) struct Cells<T> {
+    seg: Arc<Segment>,
+    header: NonNull<CellsHeader>,
+    data: NonNull<T>,
+    len: usize,
+    pub(crate) lock: Lock,
+    _t: PhantomData<T>,
+}
+
+// SAFETY: the pointers refer into the segment `seg` keeps mapped; element access goes
+// through atomics (or `&mut` under the lock), and T: Pod is Send + Sync.
+unsafe impl<T: Pod> Send for Cells<T> {}
+// SAFETY: as above.
+unsafe impl<T: Pod> Sync for Cells<T> {}
+
+impl<T> Clone for Cells<T> {
+    fn clone(&self) -> Self {
+        Cells {
+            seg: self.seg.clone(),
+            header: self.header,
+            data: self.data,
+            len: self.len,
+            lock: self.lock.clone(),
+            _t: PhantomData,
+        }
+    }
+}
+
+impl<T: Pod> Cells<T> {
+    fn check_type() -> Result<(), ValueError> {
+        if std::mem::align_of::<T>() > MAX_ALIGN {
+            return Err(ValueError::Alignment(std::mem::align_of::<T>()));
+        }
+        Ok(())
+    }
+
+    /// The typed segment kind for `code`.
+    pub(crate) fn kind(code: u32) -> Kind {
+        Kind::new(code, Kind::tag_of::<T>())
+    }
+
+    /// New cells in a new segment (named or anonymous), filled from `init`.
+    pub(crate) fn create(code: u32, name: Option<&str>, init: &[T]) -> Result<Self, ValueError> {
+        Self::check_type()?;
+        let builder = Segment::builder(Self::kind(code), size_for::<T>(init.len())?);
+        let seg = match name {
+            Some(n) => builder.named(n)?,
+            None => builder.anonymous()?,
+        };
+        // Fill before publishing: openers wait for publication, then see the values.
+        Self::init_at(&seg, 0, init)?;
+        Self::attach(Arc::new(seg.publish()), 0)
+    }
+
+    /// Writes a header and the elements at payload offset `at` of fresh memory; returns the
+    /// count.
+    fn init_at(seg: &Segment, at: usize, init: &[T]) -> Result<usize, ValueError> {
+        if at % DATA_AT != 0 {
+            return Err(ValueError::Placement("offset not 128-aligned"));
+        }
+        let need = size_for::<T>(init.len())?;
+        if at.checked_add(need).is_none_or(|end| end > seg.payload_len()) {
+            return Err(ValueError::Placement("does not fit the segment"));
+        }
+        let h: &CellsHeader = seg.get(Offset::new(at)).map_err(|_| ValueError::Placement("header"))?;
+        // SAFETY: `at + DATA_AT + size × len <= payload_len` (checked above) and the
+        // payload is 128-aligned, so the elements are in bounds and aligned.
+        let data = unsafe { seg.payload_ptr().add(at + DATA_AT).cast::<T>() };
+        for (i, v) in init.iter().enumerate() {
+            // SAFETY: i < len, in bounds as above; nobody else sees this memory yet.
+            unsafe { store(data.as_ptr().add(i), *v) };
+        }
+        // Relaxed: publication of the segment (or the caller's own protocol for a placed
+        // value) orders these before any opener reads them.
+        h.elem_size.store(std::mem::size_of::<T>() as u64, Ordering::Relaxed);
+        h.elem_align.store(std::mem::align_of::<T>() as u64, Ordering::Relaxed);
+        // Release: an opener that sees the count (Acquire) sees the sizes and elements.
+        h.len.store(init.len() as u64, Ordering::Release);
+        Ok(init.len())
+    }
+
+    /// New cells at payload offset `at` of a caller's segment (zeroed, unused memory).
+    pub(crate) fn create_at(seg: Arc<Segment>, at: usize, init: &[T]) -> Result<Self, ValueError> {
+        Self::check_type()?;
+        Self::init_at(&seg, at, init)?;
+        Self::attach(seg, at)
+    }
+
+    /// Cells written earlier at payload offset `at`, with the header validated.
+    pub(crate) fn attach(seg: Arc<Segment>, at: usize) -> Result<Self, ValueError> {
+        Self::check_type()?;
+        if at % DATA_AT != 0 {
+            return Err(ValueError::Placement("offset not 128-aligned"));
+        }
+        let room =
+            seg.payload_len().checked_sub(at).ok_or(ValueError::Placement("offset past the segment"))?;
+        let h: &CellsHeader = seg.get(Offset::new(at)).map_err(|_| ValueError::Placement("header"))?;
+        // Acquire: pairs with the Release store of the count in `init_at`.
+        let len = h.len.load(Ordering::Acquire);
+        // Relaxed: ordered by the count's Acquire load.
+        let size = h.elem_size.load(Ordering::Relaxed);
+        let align = h.elem_align.load(Ordering::Relaxed);
+        let len = check_header(size, align, len, std::mem::size_of::<T>(), std::mem::align_of::<T>(), room)?;
+        let header = NonNull::from(h);
+        let lock = Lock::at(seg.clone(), Offset::new(at)).map_err(|_| ValueError::Placement("lock"))?;
+        // SAFETY: `at + DATA_AT + size × len <= payload_len` (checked by `check_header`
+        // against `room`), aligned as in `init_at`.
+        let data = unsafe { seg.payload_ptr().add(at + DATA_AT).cast::<T>() };
+        Ok(Cells { seg, header, data, len, lock, _t: PhantomData })
+    }
+
+    /// Opens named cells, checking kind (element type) and header.
+    pub(crate) fn open(code: u32, name: &str) -> Result<Self, ValueError> {
+        Self::check_type()?;
+        let seg = Segment::open(name, Self::kind(code))?;
+        Self::attach(Arc::new(seg), 0)
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    pub(crate) fn segment(&self) -> &Arc<Segment> {
+        &self.seg
+    }
+
+    /// The element pointer for index `i < len`.
+    #[inline(always)]
+    pub(crate) fn ptr(&self, i: usize) -> *mut T {
+        debug_assert!(i < self.len.max(1));
+        // SAFETY: callers pass i < len (or 0 for a Value, whose len is 1); in bounds.
+        unsafe { self.data.as_ptr().add(i) }
+    }
+
+    pub(crate) fn data(&self) -> NonNull<T> {
+        self.data
+    }
+
+    #[allow(dead_code)]
+    pub(crate) fn header(&self) -> &CellsHeader {
+        // SAFETY: checked in bounds at attach; the Arc keeps the mapping alive.
+        unsafe { self.header.as_ref() }
+    }
+}
+
+/// The widest atomic access that tiles a `T`: its alignment, at most 8 bytes (sizes are
+/// multiples of alignments in Rust).
+#[inline(always)]
+pub(crate) const fn chunk<T>() -> usize {
+    let a = std::mem::align_of::<T>();
+    if a >= 8 {
+        8
+    } else {
+        a
+    }
+}
+
+/// Whether one atomic access covers a whole `T`, so loads and stores are never torn.
+#[inline(always)]
+pub(crate) const fn single_access<T>() -> bool {
+    std::mem::size_of::<T>() <= chunk::<T>()
+}
+
+macro_rules! tiled {
+    ($src:expr, $dst:expr, $n:expr, $atomic:ty, $int:ty, load $ord:expr) => {{
+        const W: usize = std::mem::size_of::<$int>();
+        for i in 0..$n / W {
+            // SAFETY: the caller guarantees `src` points to `n` readable bytes aligned to W
+            // that are only accessed atomically or under a lock.
+            let w = unsafe { (*$src.cast::<$atomic>().add(i)).load($ord) };
+            $dst[i * W..(i + 1) * W].copy_from_slice(&w.to_ne_bytes());
+        }
+    }};
+    ($src:expr, $dst:expr, $n:expr, $atomic:ty, $int:ty, store $ord:expr) => {{
+        const W: usize = std::mem::size_of::<$int>();
+        for i in 0..$n / W {
+            let mut b = [0u8; W];
+            b.copy_from_slice(&$src[i * W..(i + 1) * W]);
+            // SAFETY: as for loads, writable.
+            unsafe { (*$dst.cast::<$atomic>().add(i)).store(<$int>::from_ne_bytes(b), $ord) };
+        }
+    }};
+}
+
+/// Reads a `T` from shared memory with atomic accesses of [`chunk`] bytes (Acquire).
+///
+/// # Safety
+/// `src` is valid for reads of a `T`, aligned, inside a live mapping.
+#[inline(always)]
+pub(crate) unsafe fn load<T: Pod>(src: *const T) -> T {
+    let mut out = T::zeroed();
+    let n = std::mem::size_of::<T>();
+    let dst = bytemuck::bytes_of_mut(&mut out);
+    let src = src.cast::<u8>();
+    // Acquire: a value stored with Release publishes the writer's earlier writes (useful for
+    // the unlocked raw types; free on x86).
+    match chunk::<T>() {
+        8 => tiled!(src, dst, n, AtomicU64, u64, load Ordering::Acquire),
+        4 => tiled!(src, dst, n, AtomicU32, u32, load Ordering::Acquire),
+        2 => tiled!(src, dst, n, AtomicU16, u16, load Ordering::Acquire),
+        _ => tiled!(src, dst, n, AtomicU8, u8, load Ordering::Acquire),
+    }
+    out
+}
+
+/// Writes a `T` to shared memory with atomic accesses of [`chunk`] bytes (Release).
+///
+/// # Safety
+/// `dst` is valid for writes of a `T`, aligned, inside a live mapping.
+#[inline(always)]
+pub(crate) unsafe fn store<T: Pod>(dst: *mut T, v: T) {
+    let n = std::mem::size_of::<T>();
+    let src = bytemuck::bytes_of(&v);
+    let dst = dst.cast::<u8>();
+    // Release: pairs with the Acquire in `load`.
+    match chunk::<T>() {
+        8 => tiled!(src, dst, n, AtomicU64, u64, store Ordering::Release),
+        4 => tiled!(src, dst, n, AtomicU32, u32, store Ordering::Release),
+        2 => tiled!(src, dst, n, AtomicU16, u16, store Ordering::Release),
+        _ => tiled!(src, dst, n, AtomicU8, u8, store Ordering::Release),
+    }
+}
