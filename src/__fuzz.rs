@@ -197,3 +197,155 @@ pub fn queue_state(data: &[u8]) {
         });
     }
 }
+
+/// Returns whether the array opened (so tests can check that seeds reach the accessors).
+///
+/// Arbitrary bytes as the shared memory of an `Array<u32>` of up to 16 elements, a
+/// `Value<[u8; 24]>` and a `RawValue<u64>` (header, lock word, count, elements): opening
+/// validates the header, and every later access stays in bounds and returns within its
+/// timeout. Bit 0 of the first byte writes a valid element size and alignment over the
+/// garbage so the fuzzer reaches the count check and the accessors.
+pub fn value_state(data: &[u8]) -> bool {
+    use std::sync::Arc;
+
+    use crate::value::{Array, RawValue, Value};
+
+    let fix = data.first().is_some_and(|b| b & 1 != 0);
+    // A segment holding the bytes; with `fix`, the element size, alignment, object kind and
+    // type tag of `T` as object `code` written over them.
+    fn load<T>(data: &[u8], fix: bool, size: usize, code: u32) -> Arc<Segment> {
+        let seg = Arc::new(Segment::anonymous(Kind::RAW, size).expect("anonymous segment"));
+        let n = data.len().min(size);
+        // SAFETY: `n` bytes fit the payload; nobody else maps this fresh segment.
+        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), seg.payload_ptr().as_ptr(), n) };
+        if fix {
+            let fields = [
+                std::mem::size_of::<T>() as u64,
+                std::mem::align_of::<T>() as u64,
+                0,
+                u64::from(code),
+                Kind::tag_of::<T>(),
+            ];
+            for (i, f) in fields.iter().enumerate() {
+                if i != 2 {
+                    // SAFETY: offsets 24..64 are inside the 128-byte header region.
+                    unsafe {
+                        std::ptr::copy_nonoverlapping(
+                            f.to_ne_bytes().as_ptr(),
+                            seg.payload_ptr().as_ptr().add(24 + 8 * i),
+                            8,
+                        )
+                    };
+                }
+            }
+        }
+        seg
+    }
+    let zero = Duration::ZERO;
+
+    let size = Array::<u32>::size_for(16).expect("size");
+    let seg = load::<u32>(data, fix, size, crate::value::KIND_ARRAY);
+    let opened = Array::<u32>::open_at(seg.clone(), 0);
+    let reached = opened.is_ok();
+    if let Ok(a) = opened {
+        let len = a.len();
+        assert!(Array::<u32>::size_for(len).expect("size") <= seg.payload_len());
+        if let Ok(mut g) = a.lock_timeout(zero) {
+            assert_eq!(g.len(), len);
+            for x in g.iter_mut() {
+                *x = x.wrapping_add(1);
+            }
+        }
+        assert!(a.set(len, 1).is_err());
+    }
+    let seg = load::<u32>(data, fix, size, crate::value::KIND_RAW_ARRAY);
+    if let Ok(a) = crate::value::RawArray::<u32>::open_at(seg, 0) {
+        let len = a.len();
+        assert_eq!(a.get(len), None);
+        assert!(a.set(len, 7).is_err());
+        if len > 0 {
+            a.set(len - 1, 7).expect("in range");
+            assert_eq!(a.get(len - 1), Some(7));
+        }
+        assert_eq!(a.to_vec().len(), len);
+    }
+
+    let seg = load::<[u8; 24]>(data, fix, Value::<[u8; 24]>::size_for(), crate::value::KIND_VALUE);
+    if let Ok(v) = Value::<[u8; 24]>::open_at(seg, 0) {
+        if let Ok(mut g) = v.lock_timeout(zero) {
+            g[0] ^= 1;
+        }
+    }
+    let seg = load::<u64>(data, fix, RawValue::<u64>::size_for(), crate::value::KIND_RAW_VALUE);
+    if let Ok(v) = RawValue::<u64>::open_at(seg, 0) {
+        v.fetch_add(1);
+        v.set(v.get().wrapping_mul(3));
+    }
+    reached
+}
+
+/// Returns whether the pipe attached.
+///
+/// Arbitrary bytes as the shared memory of a duplex pipe of 2 messages of up to 16 bytes
+/// per direction (pipe header, two rings with member records, stamps and lengths):
+/// attaching validates the header and both rings, and every operation afterwards returns a
+/// value or a typed error within its timeout. Bit 0 of the first byte writes a valid pipe
+/// header and ring geometries over the garbage.
+pub fn pipe_state(data: &[u8]) -> bool {
+    use std::sync::Arc;
+
+    use crate::pipe::{wait, ConnectionError, Pipe};
+    use crate::queue::raw::{Geometry, RingCtl, FLAVOR_MPMC};
+
+    let (capacity, max) = (2usize, 16usize);
+    // The layout a real pipe of these sizes has: made once, then overwritten.
+    let (good, _) = Pipe::builder().capacity(capacity).max_message(max).build().expect("pipe");
+    let size = good.segment().payload_len();
+    let seg = Arc::new(Segment::anonymous(Kind::new(crate::pipe::KIND_PIPE, 0), size).expect("segment"));
+    let n = data.len().min(size);
+    // SAFETY: `n` bytes fit the payload; nobody else maps this fresh segment.
+    unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), seg.payload_ptr().as_ptr(), n) };
+    if data.first().is_some_and(|b| b & 1 != 0) {
+        // SAFETY: the first 128 payload bytes are the pipe header region.
+        unsafe {
+            let p = seg.payload_ptr().as_ptr();
+            std::ptr::copy_nonoverlapping(2u32.to_ne_bytes().as_ptr(), p, 4);
+            std::ptr::copy_nonoverlapping((capacity as u64).to_ne_bytes().as_ptr(), p.add(8), 8);
+            std::ptr::copy_nonoverlapping((max as u64).to_ne_bytes().as_ptr(), p.add(16), 8);
+        }
+        let geo = Geometry::new(FLAVOR_MPMC, max + 4, capacity).expect("geometry");
+        let ring_size = crate::queue::ring::Ring::size_for(&geo).expect("size").next_multiple_of(128);
+        for at in [128, 128 + ring_size] {
+            if let Ok(ctl) = seg.get::<RingCtl>(crate::shm::Offset::new(at)) {
+                geo.init(ctl);
+            }
+        }
+    }
+    let zero = Duration::ZERO;
+    let attached = crate::pipe::attach_both(seg);
+    let reached = attached.is_ok();
+    if let Ok((a, b)) = attached {
+        assert!(a.max_message() <= size);
+        let _ = a.send_bytes_timeout(b"hello", zero);
+        let _ = b.send_bytes_timeout(&[7; 16], zero);
+        for c in [&a, &b] {
+            let _ = c.poll(zero);
+            let mut buf = [0u8; 4];
+            match c.recv_bytes_into_timeout(&mut buf, zero) {
+                Ok(n) => assert!(n <= 4),
+                Err(ConnectionError::BufferTooSmall { needed }) => {
+                    assert!(needed > 4 && needed <= c.max_message());
+                    let m = c.recv_bytes_timeout(zero).expect("the kept message");
+                    assert_eq!(m.len(), needed);
+                }
+                Err(_) => {}
+            }
+            if let Ok(m) = c.recv_bytes_timeout(zero) {
+                assert!(m.len() <= c.max_message());
+            }
+        }
+        let ready = wait(&[&a, &b], Some(zero));
+        assert!(ready.len() <= 2);
+    }
+    reached
+}

@@ -301,3 +301,114 @@ proptest! {
         shmkit::__fuzz::queue_state(&bytes);
     }
 }
+
+/// The payload of a real `Array<u32>` of 16 elements and of a real duplex pipe (2 × 16
+/// bytes) after a few operations: starting points the mutations below stay close to.
+fn array_snapshot() -> Vec<u8> {
+    use std::sync::Arc;
+    let size = shmkit::value::Array::<u32>::size_for(16).unwrap();
+    let seg = Arc::new(Segment::anonymous(Kind::RAW, size).unwrap());
+    let a = shmkit::value::Array::<u32>::create_at(seg.clone(), 0, &[5; 16]).unwrap();
+    a.set(3, 9).unwrap();
+    // SAFETY: the payload is `payload_len` bytes of our own mapping; nobody else runs.
+    unsafe { std::slice::from_raw_parts(seg.payload_ptr().as_ptr(), seg.payload_len()).to_vec() }
+}
+
+fn pipe_snapshot() -> Vec<u8> {
+    let (a, b) = shmkit::pipe::Pipe::builder().capacity(2).max_message(16).build().unwrap();
+    a.send_bytes(b"hello").unwrap();
+    b.send_bytes(&[7; 16]).unwrap();
+    let seg = a.segment();
+    // SAFETY: as in `array_snapshot`.
+    unsafe { std::slice::from_raw_parts(seg.payload_ptr().as_ptr(), seg.payload_len()).to_vec() }
+}
+
+#[test]
+fn value_state_seeds() {
+    let snap = array_snapshot();
+    {
+        use std::sync::Arc;
+        let seg = Arc::new(Segment::anonymous(Kind::RAW, snap.len()).unwrap());
+        // SAFETY: `snap.len()` bytes fit the fresh payload; nobody else maps it.
+        unsafe { std::ptr::copy_nonoverlapping(snap.as_ptr(), seg.payload_ptr().as_ptr(), snap.len()) };
+        let a = shmkit::value::Array::<u32>::open_at(seg, 0).expect("snapshot opens");
+        assert_eq!(a.len(), 16);
+        assert_eq!(a.get(3), Some(9));
+    }
+    assert!(shmkit::__fuzz::value_state(&snap), "the snapshot reaches the accessors");
+    let mut huge = snap.clone();
+    huge[40..48].copy_from_slice(&u64::MAX.to_ne_bytes());
+    assert!(!shmkit::__fuzz::value_state(&huge), "a huge count is refused");
+    let mut one_past = snap.clone();
+    one_past[40..48].copy_from_slice(&17u64.to_ne_bytes());
+    assert!(!shmkit::__fuzz::value_state(&one_past), "a count one past the segment is refused");
+    assert!(!shmkit::__fuzz::value_state(&[]));
+    shmkit::__fuzz::value_state(&[0xff; 512]);
+    shmkit::__fuzz::value_state(&[0x01; 512]);
+}
+
+#[test]
+fn pipe_state_seeds() {
+    let snap = pipe_snapshot();
+    assert!(shmkit::__fuzz::pipe_state(&snap), "the snapshot attaches");
+    let mut fixed = snap.clone();
+    fixed[0] |= 1;
+    assert!(shmkit::__fuzz::pipe_state(&fixed));
+    let mut huge = snap.clone();
+    huge[16..24].copy_from_slice(&u64::MAX.to_ne_bytes());
+    assert!(!shmkit::__fuzz::pipe_state(&huge), "an impossible max_message is refused");
+    shmkit::__fuzz::pipe_state(&[]);
+    shmkit::__fuzz::pipe_state(&[0xff; 4096]);
+    shmkit::__fuzz::pipe_state(&[0x01; 4096]);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+    #[test]
+    fn value_state_random(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
+        shmkit::__fuzz::value_state(&bytes);
+    }
+
+    #[test]
+    fn value_state_mutated(
+        flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..8),
+        fix in any::<bool>(),
+    ) {
+        let mut bytes = array_snapshot();
+        for (at, v) in flips {
+            let i = at.index(bytes.len());
+            bytes[i] = v;
+        }
+        if fix {
+            bytes[0] |= 1;
+        }
+        shmkit::__fuzz::value_state(&bytes);
+    }
+}
+
+proptest! {
+    // Each case maps two pipes.
+    #![proptest_config(ProptestConfig { cases: 150, ..ProptestConfig::default() })]
+
+    #[test]
+    fn pipe_state_random(bytes in proptest::collection::vec(any::<u8>(), 0..1500)) {
+        shmkit::__fuzz::pipe_state(&bytes);
+    }
+
+    #[test]
+    fn pipe_state_mutated(
+        flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..12),
+        fix in any::<bool>(),
+    ) {
+        let mut bytes = pipe_snapshot();
+        for (at, v) in flips {
+            let i = at.index(bytes.len());
+            bytes[i] = v;
+        }
+        if fix {
+            bytes[0] |= 1;
+        }
+        shmkit::__fuzz::pipe_state(&bytes);
+    }
+}

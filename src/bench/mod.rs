@@ -7,10 +7,13 @@
 
 pub mod demo;
 mod peers;
+mod pipe_peers;
 pub mod queue_peers;
 mod sync_peers;
+mod value_peers;
 
 pub use peers::{rtt, rtt_shm, tput, RttPeer, TputPeer};
+pub use pipe_peers::{pipe_bulk, pipe_rtt, pipe_tput, PipeBulkPeer, PipeRttPeer, PipeTputPeer};
 pub use queue_peers::{
     bulk, idle_cpu, oversubscribed, posix_mq_tput, rtt_queue, BulkPeer, IdlePeer, OversubPeer, BULK_BYTES,
 };
@@ -18,6 +21,7 @@ pub use sync_peers::{
     event_wake_rtt, lock_contended_2proc, lock_uncontended, owner_died_recovery, EventPeer, FutexMutex,
     FutexMutexGuard, LockPeer, OwnerDiedPeer, PthreadMutex, PthreadMutexGuard,
 };
+pub use value_peers::{value_incr_2proc, ValuePeer};
 
 use std::io;
 

@@ -389,7 +389,10 @@ fn tput_ring(msgs: u64) -> io::Result<Duration> {
 
 /// Receives `1..=total` one message at a time with `recv`, checking the order, and times
 /// everything after the first (warm-up) message.
-fn receive_in_order(total: u64, mut recv: impl FnMut() -> io::Result<u64>) -> io::Result<Duration> {
+pub(crate) fn receive_in_order(
+    total: u64,
+    mut recv: impl FnMut() -> io::Result<u64>,
+) -> io::Result<Duration> {
     let mut start = Instant::now();
     for i in 1..=total {
         let v = recv()?;

@@ -175,7 +175,7 @@ impl Drop for PinGuard {
     }
 }
 
-fn check_seq(expected: u64, got: u64) -> io::Result<()> {
+pub(crate) fn check_seq(expected: u64, got: u64) -> io::Result<()> {
     if expected == got {
         Ok(())
     } else {
@@ -581,7 +581,7 @@ pub fn bulk(peer: BulkPeer, msgs: u64) -> io::Result<Duration> {
 
 /// `send` runs in the child (its captures are dropped in the parent at the fork), `recv`
 /// fills the parent's buffer and returns the message length.
-fn bulk_run(
+pub(crate) fn bulk_run(
     msgs: u64,
     mut send: impl FnMut(&[u8]) -> bool,
     mut recv: impl FnMut(&mut [u8]) -> io::Result<usize>,

@@ -399,12 +399,10 @@ pub fn lock_uncontended(peer: LockPeer, iters: u64) -> io::Result<Duration> {
 const READY: u32 = 1;
 const DONE: u32 = 2;
 
-/// Shared state of a two-process lock run, each word on its own cache line.
+/// The start line of a two-process run ([`race_2proc`]), each word on its own cache line.
 #[repr(C)]
 #[derive(Debug, Default)]
-struct Contended {
-    /// Incremented under the lock by a plain load + store, so a broken lock loses counts.
-    counter: CachePadded<AtomicU64>,
+struct Handshake {
     /// 0, then READY, then DONE, written by the child.
     child: CachePadded<AtomicU32>,
     /// Set by the parent to start both loops together.
@@ -412,14 +410,19 @@ struct Contended {
 }
 
 // SAFETY: atomics only, `#[repr(C)]`; zero is the initial state.
-unsafe impl Shareable for Contended {}
+unsafe impl Shareable for Handshake {}
 
 /// The critical section: a non-atomic increment.
 #[inline]
-fn bump(counter: &AtomicU64) {
+pub(crate) fn bump(counter: &AtomicU64) {
     // Relaxed: the lock orders critical sections. A load and a store rather than a
     // `fetch_add`, so that two processes inside at once would lose an increment.
     counter.store(counter.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+}
+
+/// A zeroed `u64` counter alone on its cache line in a new anonymous shared mapping.
+pub(crate) fn shared_counter() -> io::Result<Shared<CachePadded<AtomicU64>>> {
+    Shared::anonymous(Kind::RAW, |_| {}).map_err(other)
 }
 
 /// Times two processes (parent and a forked child, pinned to different cores) each running
@@ -435,12 +438,12 @@ fn bump(counter: &AtomicU64) {
 /// If `peer` is [`LockPeer::StdMutex`] or [`LockPeer::PthreadPsharedRobust`] (use
 /// [`LockPeer::CONTENDED`]); the latter only because it adds nothing here.
 pub fn lock_contended_2proc(peer: LockPeer, iters: u64) -> io::Result<Duration> {
-    let st = Shared::<Contended>::anonymous(Kind::RAW, |_| {}).map_err(other)?;
-    let counter = &st.counter;
-    match peer {
+    let counter = shared_counter()?;
+    let counter: &AtomicU64 = &counter;
+    let elapsed = match peer {
         LockPeer::Shmkit => {
             let lock = Lock::new().map_err(other)?;
-            run_contended(&st, iters, || match lock.lock() {
+            race_2proc(iters, iters, || match lock.lock() {
                 Ok(_g) => {
                     bump(counter);
                     true
@@ -450,7 +453,7 @@ pub fn lock_contended_2proc(peer: LockPeer, iters: u64) -> io::Result<Duration> 
         }
         LockPeer::BareFutex3State => {
             let m = FutexMutex::anonymous()?;
-            run_contended(&st, iters, || {
+            race_2proc(iters, iters, || {
                 let _g = m.lock();
                 bump(counter);
                 true
@@ -458,7 +461,7 @@ pub fn lock_contended_2proc(peer: LockPeer, iters: u64) -> io::Result<Duration> 
         }
         LockPeer::PthreadPshared => {
             let m = PthreadMutex::new(false)?;
-            run_contended(&st, iters, || match m.lock() {
+            race_2proc(iters, iters, || match m.lock() {
                 Ok(_g) => {
                     bump(counter);
                     true
@@ -469,17 +472,40 @@ pub fn lock_contended_2proc(peer: LockPeer, iters: u64) -> io::Result<Duration> 
         LockPeer::PthreadPsharedRobust | LockPeer::StdMutex => {
             panic!("lock_contended_2proc: {} is not in LockPeer::CONTENDED", peer.name())
         }
-    }
+    }?;
+    // Relaxed: `race_2proc` Acquire-loaded the child's DONE, which follows its increments.
+    check_count(counter.load(Ordering::Relaxed), 2 * iters)?;
+    Ok(elapsed)
 }
 
-fn run_contended(st: &Contended, iters: u64, op: impl Fn() -> bool) -> io::Result<Duration> {
+/// `Ok` if a shared counter ended at `expected`; otherwise mutual exclusion (or atomicity)
+/// was broken.
+pub(crate) fn check_count(count: u64, expected: u64) -> io::Result<()> {
+    if count != expected {
+        return Err(other(format!("counter is {count}, expected {expected}: mutual exclusion broken")));
+    }
+    Ok(())
+}
+
+/// Runs `op` `parent_ops` times here and `child_ops` times in a forked child pinned to the
+/// other core, both loops released by one start signal; returns the parent's wall time from
+/// that signal until both loops are done. `op` returning `false` is a failure. Once this
+/// returns `Ok`, everything the child wrote before finishing is visible here.
+///
+/// The child computes its cached process identity before it reports ready, so the first
+/// lock call on its side does not read `/proc` inside the timed interval.
+pub(crate) fn race_2proc(parent_ops: u64, child_ops: u64, op: impl Fn() -> bool) -> io::Result<Duration> {
+    let st = Shared::<Handshake>::anonymous(Kind::RAW, |_| {}).map_err(other)?;
+    let st: &Handshake = &st;
     let (child, old) = spawn_pinned(|| {
-        // SYNC(child): Release/Acquire hand-shakes only; the lock orders the counter.
+        let _ = crate::util::proc::ProcessToken::current();
+        // SYNC(child): Release/Acquire hand-shakes; they also order the child's writes
+        // before the parent's final reads.
         st.child.store(READY, Ordering::Release);
         if !spin_until(Instant::now() + PEER_TIMEOUT, || st.go.load(Ordering::Acquire) != 0) {
             return 2;
         }
-        for _ in 0..iters {
+        for _ in 0..child_ops {
             if !op() {
                 return 3;
             }
@@ -490,28 +516,23 @@ fn run_contended(st: &Contended, iters: u64, op: impl Fn() -> bool) -> io::Resul
     let result = (|| {
         let deadline = Instant::now() + PEER_TIMEOUT;
         if !spin_until(deadline, || st.child.load(Ordering::Acquire) == READY) {
-            return Err(timeout_err("contended child start"));
+            return Err(timeout_err("two-process child start"));
         }
         let start = Instant::now();
         st.go.store(1, Ordering::Release);
-        for _ in 0..iters {
+        for _ in 0..parent_ops {
             if !op() {
-                return Err(other("a lock call failed in the parent"));
+                return Err(other("an operation failed in the parent"));
             }
         }
-        // SYNC(child): Acquire pairs with the child's DONE store, so its increments are
-        // visible to the check below.
+        // SYNC(child): Acquire pairs with the child's DONE store, so its writes are visible
+        // to the caller's check.
         if !spin_until(deadline, || st.child.load(Ordering::Acquire) == DONE) {
-            return Err(timeout_err("contended child finish"));
+            return Err(timeout_err("two-process child finish"));
         }
         Ok(start.elapsed())
     })();
-    let elapsed = finish(child, old, result)?;
-    let count = st.counter.load(Ordering::Relaxed);
-    if count != 2 * iters {
-        return Err(other(format!("counter is {count}, expected {}: mutual exclusion broken", 2 * iters)));
-    }
-    Ok(elapsed)
+    finish(child, old, result)
 }
 
 // ---------------------------------------------------------------------------------------

@@ -4,7 +4,10 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use shmkit::bench::{self, BulkPeer, IdlePeer, OversubPeer, RttPeer, TputPeer};
+use shmkit::bench::{
+    self, BulkPeer, IdlePeer, OversubPeer, PipeBulkPeer, PipeRttPeer, PipeTputPeer, RttPeer, TputPeer,
+    ValuePeer,
+};
 use shmkit::shm::{self, Header, ShmOpenError};
 use shmkit::util::proc::Liveness;
 
@@ -123,6 +126,11 @@ fn sample(runs: usize, name: &str, mut f: impl FnMut() -> std::io::Result<f64>) 
     Ok(median(samples))
 }
 
+/// The figure measured for `peer` in `rows` (NaN if it is missing).
+fn of<P: PartialEq + Copy>(rows: &[(P, f64)], peer: P) -> f64 {
+    rows.iter().find(|(p, _)| *p == peer).map_or(f64::NAN, |&(_, v)| v)
+}
+
 /// Prints one row of a table whose last column says how many times faster than the pipe a
 /// row is (`speedup`, higher is better).
 fn row(name: &str, value: f64, decimals: usize, speedup: f64) {
@@ -218,6 +226,66 @@ fn run_bench(quick: bool) -> Result<(), String> {
         println!("{:<32} {:>14.2} {:>9.2}x {:>10.2}", peer.name(), gib, gib / bulk_pipe, us);
     }
 
+    println!(
+        "\n{:<32} {:>14} {:>10} {:>12}",
+        "pipe_tput_8B (Pipe, one way)", "M msg/s", "vs os_pipe", "vs sockpair"
+    );
+    let mut ptput = Vec::new();
+    for peer in PipeTputPeer::ALL {
+        let msgs = if peer == PipeTputPeer::ShmkitPipe { tput_msgs * 10 } else { tput_msgs };
+        let rate = sample(runs, peer.name(), || {
+            bench::pipe_tput(peer, msgs).map(|d| msgs as f64 / d.as_secs_f64() / 1e6)
+        })?;
+        ptput.push((peer, rate));
+    }
+    let (os, sp) = (of(&ptput, PipeTputPeer::OsPipe), of(&ptput, PipeTputPeer::Socketpair));
+    for (peer, rate) in ptput {
+        println!("{:<32} {:>14.2} {:>9.2}x {:>11.2}x", peer.name(), rate, rate / os, rate / sp);
+    }
+
+    println!("\n{:<32} {:>14} {:>10}", "pipe_rtt (Pipe, ping-pong)", "ns/round trip", "vs os_pipe");
+    let mut prtt = Vec::new();
+    for peer in PipeRttPeer::ALL {
+        let iters = if peer == PipeRttPeer::OsPipe { rtt_iters / 4 } else { rtt_iters };
+        let ns = sample(runs, peer.name(), || bench::pipe_rtt(peer, iters).map(|d| per_op(d, iters)))?;
+        prtt.push((peer.name(), ns));
+    }
+    // For scale: the round trip over two Queue<u64>, from the table above.
+    prtt.push(("two Queue<u64> (above)", q));
+    let os_rtt = prtt.iter().find(|(n, _)| *n == PipeRttPeer::OsPipe.name()).map_or(f64::NAN, |&(_, ns)| ns);
+    for (name, ns) in prtt {
+        row(name, ns, 1, os_rtt / ns);
+    }
+
+    println!(
+        "\n{:<32} {:>14} {:>10} {:>10}",
+        "pipe_bulk_64KiB (Pipe, one way)", "GiB/s", "vs os_pipe", "µs/msg"
+    );
+    let mut pbulk = Vec::new();
+    for peer in PipeBulkPeer::ALL {
+        let secs = sample(runs, peer.name(), || bench::pipe_bulk(peer, bulk_msgs).map(|d| d.as_secs_f64()))?;
+        pbulk.push((peer, bulk_msgs as f64 * bench::BULK_BYTES as f64 / secs / (1u64 << 30) as f64));
+    }
+    let os_bulk = of(&pbulk, PipeBulkPeer::OsPipe);
+    for (peer, gib) in pbulk {
+        let us = bench::BULK_BYTES as f64 / (gib * (1u64 << 30) as f64) * 1e6;
+        println!("{:<32} {:>14.2} {:>9.2}x {:>10.2}", peer.name(), gib, gib / os_bulk, us);
+    }
+
+    println!("\n{:<32} {:>14} {:>10}", "value_incr_2proc (2 processes)", "ns/increment", "vs pthread");
+    let mut incr = Vec::new();
+    for peer in ValuePeer::ALL {
+        // Increments by both processes together: ns per increment of the shared counter.
+        let ns = sample(runs, peer.name(), || {
+            bench::value_incr_2proc(peer, tput_msgs).map(|d| per_op(d, tput_msgs))
+        })?;
+        incr.push((peer, ns));
+    }
+    let pthread = of(&incr, ValuePeer::PthreadLocked);
+    for (peer, ns) in incr {
+        row(peer.name(), ns, 1, pthread / ns);
+    }
+
     println!("\n{:<32} {:>14} {:>10}", "idle_cpu (child blocked 1 s)", "µs CPU", "vs pipe");
     let mut idle = Vec::new();
     for peer in IdlePeer::ALL {
@@ -232,8 +300,10 @@ fn run_bench(quick: bool) -> Result<(), String> {
         println!("{:<32} {:>14.1} {:>9.2}x", peer.name(), us, us / idle_pipe);
     }
     println!(
-        "\nvs shmkit: time relative to shmkit (lower is faster). vs pipe: times faster than a pipe\n\
-         (higher is better), except idle_cpu: CPU used relative to a pipe reader (lower is better)."
+        "\nvs shmkit: time relative to shmkit (lower is faster). vs pipe, vs os_pipe, vs sockpair (socketpair),\n\
+         vs pthread: times faster than that peer (higher is better), except idle_cpu: CPU used relative\n\
+         to a pipe reader (lower is better). value_incr_2proc: wall time / increments made by both\n\
+         processes together."
     );
     Ok(())
 }

@@ -382,6 +382,10 @@ pub struct Connection {
     tx: Option<Arc<Ring>>,
     closed: AtomicBool,
     stash: Stash,
+    /// Whether `stash` may hold a message (checked before taking its lock).
+    kept: AtomicBool,
+    /// Whether the other end was seen attached (cached: it never goes back).
+    attached: AtomicBool,
     /// Sends since the connection was made, and when the last peer check ran (ns).
     sends: AtomicU64,
     last_check: AtomicU64,
@@ -429,6 +433,8 @@ impl Connection {
             tx,
             closed: AtomicBool::new(false),
             stash: Mutex::new(None),
+            kept: AtomicBool::new(false),
+            attached: AtomicBool::new(false),
             sends: AtomicU64::new(0),
             last_check: AtomicU64::new(0),
         }
@@ -485,9 +491,18 @@ impl Connection {
     }
 
     /// Whether the other end was ever attached (always, for anonymous pipes).
+    #[inline]
     fn peer_attached(&self) -> bool {
+        // Relaxed: a process-local cache of a flag that never goes back to 0.
+        if self.attached.load(Ordering::Relaxed) {
+            return true;
+        }
         // Acquire: pairs with the Release in `Pipe::open`.
-        self.header().is_some_and(|h| h.peer_attached.load(Ordering::Acquire) != 0)
+        let seen = self.header().is_some_and(|h| h.peer_attached.load(Ordering::Acquire) != 0);
+        if seen {
+            self.attached.store(true, Ordering::Relaxed);
+        }
+        seen
     }
 
     fn tx(&self) -> Result<&Ring, ConnectionError> {
@@ -558,8 +573,14 @@ impl Connection {
         self.send_bytes(bytemuck::bytes_of(v))
     }
 
+    #[inline]
     fn take_stash(&self) -> Option<Vec<u8>> {
+        // Acquire: pairs with the Release in `keep` (the Mutex orders the message itself).
+        if !self.kept.load(Ordering::Acquire) {
+            return None;
+        }
         let mut s = self.stash.lock().unwrap_or_else(|p| p.into_inner());
+        self.kept.store(false, Ordering::Relaxed);
         match s.take() {
             Some((pid, v)) if pid == std::process::id() => Some(v),
             _ => None,
@@ -567,12 +588,19 @@ impl Connection {
     }
 
     fn has_stash(&self) -> bool {
+        // Acquire: as in `take_stash`.
+        if !self.kept.load(Ordering::Acquire) {
+            return false;
+        }
         let s = self.stash.lock().unwrap_or_else(|p| p.into_inner());
         s.as_ref().is_some_and(|(pid, _)| *pid == std::process::id())
     }
 
     fn keep(&self, v: Vec<u8>) {
-        *self.stash.lock().unwrap_or_else(|p| p.into_inner()) = Some((std::process::id(), v));
+        let mut s = self.stash.lock().unwrap_or_else(|p| p.into_inner());
+        *s = Some((std::process::id(), v));
+        // Release: set under the lock, after the message.
+        self.kept.store(true, Ordering::Release);
     }
 
     /// Receives one message and hands its bytes to `f`; `Err(())` from `f` keeps the
@@ -827,8 +855,11 @@ pub fn wait<'a>(conns: &[&'a Connection], timeout: Option<Duration>) -> Vec<&'a 
     ready
 }
 
-/// Attaches the pipe in `seg` and drops it: for the fuzz target.
-#[doc(hidden)]
-pub fn fuzz_attach(seg: Arc<Segment>) -> Result<usize, QueueOpenError> {
-    attach(&seg).map(|(n, _)| n)
+/// Both ends of the pipe in `seg` (whose payload may be garbage): for the fuzz target.
+pub(crate) fn attach_both(seg: Arc<Segment>) -> Result<(Connection, Connection), QueueOpenError> {
+    let (_, [r0, r1]) = attach(&seg)?;
+    Ok((
+        Connection::new(seg.clone(), Some(r1.clone()), Some(r0.clone())),
+        Connection::new(seg, Some(r0), Some(r1)),
+    ))
 }

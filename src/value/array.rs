@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use bytemuck::Pod;
 
-use super::cells::{self, Cells};
+use super::cells::{self, Cells, Init};
 use super::{OutOfRange, ValueError, KIND_ARRAY, KIND_RAW_ARRAY};
 use crate::shm::Segment;
 use crate::sync::{Lock, LockGuard, LockResult, LockTimeoutError, OwnerDied};
@@ -100,7 +100,7 @@ impl<T: Pod> Array<T> {
     /// # Errors
     /// [`ValueError::Create`], [`ValueError::TooLarge`], [`ValueError::Alignment`].
     pub fn from_slice(init: &[T]) -> Result<Self, ValueError> {
-        Ok(Array { cells: Cells::create(KIND_ARRAY, None, init)? })
+        Ok(Array { cells: Cells::create(KIND_ARRAY, None, Init::Copy(init))? })
     }
 
     /// An array of `len` zeroed elements (Python's `Array('i', 10)`).
@@ -108,7 +108,7 @@ impl<T: Pod> Array<T> {
     /// # Errors
     /// As [`Array::from_slice`].
     pub fn zeroed(len: usize) -> Result<Self, ValueError> {
-        Self::from_slice(&vec![T::zeroed(); len])
+        Ok(Self { cells: Cells::create(KIND_ARRAY, None, Init::Zeroed(len))? })
     }
 
     /// An array of the items of `iter` (Python's `Array('i', range(10))`).
@@ -124,7 +124,7 @@ impl<T: Pod> Array<T> {
     /// # Errors
     /// As [`Array::from_slice`], or the name is taken or invalid.
     pub fn create(name: &str, init: &[T]) -> Result<Self, ValueError> {
-        Ok(Array { cells: Cells::create(KIND_ARRAY, Some(name), init)? })
+        Ok(Array { cells: Cells::create(KIND_ARRAY, Some(name), Init::Copy(init))? })
     }
 
     /// Opens an array made by [`Array::create`] with the same `T`; its length is read from
@@ -150,7 +150,7 @@ impl<T: Pod> Array<T> {
     /// # Errors
     /// [`ValueError::Placement`] if it does not fit or `at` is misaligned.
     pub fn create_at(seg: Arc<Segment>, at: usize, init: &[T]) -> Result<Self, ValueError> {
-        Ok(Array { cells: Cells::create_at(seg, at, init)? })
+        Ok(Array { cells: Cells::create_at(seg, at, KIND_ARRAY, Init::Copy(init))? })
     }
 
     /// The array made by [`Array::create_at`] at `at` in `seg`.
@@ -158,7 +158,7 @@ impl<T: Pod> Array<T> {
     /// # Errors
     /// As [`Array::open`].
     pub fn open_at(seg: Arc<Segment>, at: usize) -> Result<Self, ValueError> {
-        Ok(Array { cells: Cells::attach(seg, at)? })
+        Ok(Array { cells: Cells::attach(seg, at, KIND_ARRAY)? })
     }
 
     /// The number of elements.
@@ -288,7 +288,7 @@ impl<T: Pod> RawArray<T> {
     /// # Errors
     /// As [`Array::from_slice`].
     pub fn from_slice(init: &[T]) -> Result<Self, ValueError> {
-        Ok(RawArray { cells: Cells::create(KIND_RAW_ARRAY, None, init)? })
+        Ok(RawArray { cells: Cells::create(KIND_RAW_ARRAY, None, Init::Copy(init))? })
     }
 
     /// A raw array of `len` zeroed elements.
@@ -296,7 +296,7 @@ impl<T: Pod> RawArray<T> {
     /// # Errors
     /// As [`Array::from_slice`].
     pub fn zeroed(len: usize) -> Result<Self, ValueError> {
-        Self::from_slice(&vec![T::zeroed(); len])
+        Ok(Self { cells: Cells::create(KIND_RAW_ARRAY, None, Init::Zeroed(len))? })
     }
 
     /// A raw array of the items of `iter`.
@@ -312,7 +312,7 @@ impl<T: Pod> RawArray<T> {
     /// # Errors
     /// As [`Array::create`].
     pub fn create(name: &str, init: &[T]) -> Result<Self, ValueError> {
-        Ok(RawArray { cells: Cells::create(KIND_RAW_ARRAY, Some(name), init)? })
+        Ok(RawArray { cells: Cells::create(KIND_RAW_ARRAY, Some(name), Init::Copy(init))? })
     }
 
     /// Opens a raw array made by [`RawArray::create`] with the same `T`.
@@ -336,7 +336,7 @@ impl<T: Pod> RawArray<T> {
     /// # Errors
     /// As [`Array::create_at`].
     pub fn create_at(seg: Arc<Segment>, at: usize, init: &[T]) -> Result<Self, ValueError> {
-        Ok(RawArray { cells: Cells::create_at(seg, at, init)? })
+        Ok(RawArray { cells: Cells::create_at(seg, at, KIND_RAW_ARRAY, Init::Copy(init))? })
     }
 
     /// The raw array at `at` in `seg`.
@@ -344,7 +344,7 @@ impl<T: Pod> RawArray<T> {
     /// # Errors
     /// As [`Array::open`].
     pub fn open_at(seg: Arc<Segment>, at: usize) -> Result<Self, ValueError> {
-        Ok(RawArray { cells: Cells::attach(seg, at)? })
+        Ok(RawArray { cells: Cells::attach(seg, at, KIND_RAW_ARRAY)? })
     }
 
     /// The number of elements.
@@ -373,6 +373,21 @@ impl<T: Pod> RawArray<T> {
         }
         // SAFETY: i < len, checked; written with atomics.
         unsafe { cells::store(self.cells.ptr(i), v) };
+        Ok(())
+    }
+
+    /// Overwrites every element from `src` (each written atomically; not as one unit).
+    ///
+    /// # Errors
+    /// [`OutOfRange`] (index = `src.len()`) if the lengths differ; nothing is written.
+    pub fn copy_from_slice(&self, src: &[T]) -> Result<(), OutOfRange> {
+        if src.len() != self.len() {
+            return Err(OutOfRange { index: src.len(), len: self.len() });
+        }
+        for (i, v) in src.iter().enumerate() {
+            // SAFETY: i < len; written with atomics.
+            unsafe { cells::store(self.cells.ptr(i), *v) };
+        }
         Ok(())
     }
 

@@ -7,7 +7,8 @@
 //! | 24 | 8 | element size |
 //! | 32 | 8 | element alignment |
 //! | 40 | 8 | element count |
-//! | 48 | 16 | reserved |
+//! | 48 | 8 | object kind (the segment kind code: value, array, raw value, raw array) |
+//! | 56 | 8 | element type tag ([`Kind::tag_of`]) |
 //! | 128 | size × count | the elements |
 //!
 //! The element count is read once, when a process attaches, checked against the segment,
@@ -33,7 +34,8 @@ pub struct CellsHeader {
     elem_size: AtomicU64,
     elem_align: AtomicU64,
     len: AtomicU64,
-    _reserved: [AtomicU64; 2],
+    kind: AtomicU64,
+    tag: AtomicU64,
 }
 
 const _: () = assert!(std::mem::size_of::<CellsHeader>() == 64);
@@ -53,30 +55,79 @@ pub(crate) fn size_for<T>(len: usize) -> Result<usize, ValueError> {
     std::mem::size_of::<T>().checked_mul(len).and_then(|b| b.checked_add(DATA_AT)).ok_or(ValueError::TooLarge)
 }
 
+/// The fields of a [`CellsHeader`], as read from shared memory or as an opener expects them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CellsFields {
+    /// Element size in bytes.
+    pub elem_size: u64,
+    /// Element alignment in bytes.
+    pub elem_align: u64,
+    /// Element count (ignored in the expected fields).
+    pub len: u64,
+    /// Object kind: the segment kind code of a value, array, raw value or raw array.
+    pub kind: u64,
+    /// Element type tag ([`Kind::tag_of`]).
+    pub tag: u64,
+}
+
 /// Checks header fields read from shared memory against what the opener expects and the
-/// room there is; returns the element count. This is the decoder the fuzz target drives.
+/// `room` in bytes from the header to the end of the segment; returns the element count.
+/// This is the decoder the fuzz target drives.
 ///
 /// # Errors
-/// [`ValueError::Mismatch`] for a different element size or alignment,
+/// [`ValueError::Mismatch`] for another object kind, element type, size or alignment;
 /// [`ValueError::Corrupted`] for a count that does not fit `room` bytes.
-pub fn check_header(
-    elem_size: u64,
-    elem_align: u64,
-    len: u64,
-    want_size: usize,
-    want_align: usize,
-    room: usize,
-) -> Result<usize, ValueError> {
-    if elem_size != want_size as u64 || elem_align != want_align as u64 {
-        return Err(ValueError::Mismatch { found_size: elem_size, found_align: elem_align });
+///
+/// # Examples
+/// ```
+/// use shmkit::value::cells::{check_header, CellsFields};
+///
+/// let want = CellsFields { elem_size: 4, elem_align: 4, len: 0, kind: 15, tag: 7 };
+/// assert_eq!(check_header(CellsFields { len: 3, ..want }, want, 128 + 12).unwrap(), 3);
+/// assert!(check_header(CellsFields { len: 4, ..want }, want, 128 + 12).is_err()); // too long
+/// assert!(check_header(CellsFields { len: u64::MAX, ..want }, want, 1 << 20).is_err());
+/// assert!(check_header(CellsFields { len: 1, tag: 8, ..want }, want, 1 << 20).is_err());
+/// ```
+pub fn check_header(found: CellsFields, want: CellsFields, room: usize) -> Result<usize, ValueError> {
+    if found.kind != want.kind || found.tag != want.tag {
+        return Err(ValueError::Mismatch {
+            what: "object kind or element type",
+            found_size: found.elem_size,
+            found_align: found.elem_align,
+        });
     }
-    let len = usize::try_from(len).map_err(|_| ValueError::Corrupted("element count overflows"))?;
-    let bytes = want_size.checked_mul(len).ok_or(ValueError::Corrupted("element count overflows"))?;
-    let end = bytes.checked_add(DATA_AT).ok_or(ValueError::Corrupted("element count overflows"))?;
+    if found.elem_size != want.elem_size || found.elem_align != want.elem_align {
+        return Err(ValueError::Mismatch {
+            what: "element size or alignment",
+            found_size: found.elem_size,
+            found_align: found.elem_align,
+        });
+    }
+    let corrupted = || ValueError::Corrupted("element count larger than the segment");
+    let len = usize::try_from(found.len).map_err(|_| corrupted())?;
+    let size = usize::try_from(want.elem_size).map_err(|_| corrupted())?;
+    let end = size.checked_mul(len).and_then(|b| b.checked_add(DATA_AT)).ok_or_else(corrupted)?;
     if end > room {
-        return Err(ValueError::Corrupted("element count larger than the segment"));
+        return Err(corrupted());
     }
     Ok(len)
+}
+
+/// How new cells are filled.
+pub(crate) enum Init<'a, T> {
+    /// A copy of these elements.
+    Copy(&'a [T]),
+    /// This many zeroed elements (fresh memory is zero: nothing to write).
+    Zeroed(usize),
+}
+
+impl<T> Init<'_, T> {
+    fn len(&self) -> usize {
+        match self {
+            Init::Copy(v) => v.len(),
+            Init::Zeroed(n) => *n,
+        }
+    }
 }
 
 /// `len` elements of `T` in a segment, plus the lock of their header.
@@ -121,8 +172,18 @@ impl<T: Pod> Cells<T> {
         Kind::new(code, Kind::tag_of::<T>())
     }
 
+    fn want(code: u32) -> CellsFields {
+        CellsFields {
+            elem_size: std::mem::size_of::<T>() as u64,
+            elem_align: std::mem::align_of::<T>() as u64,
+            len: 0,
+            kind: u64::from(code),
+            tag: Kind::tag_of::<T>(),
+        }
+    }
+
     /// New cells in a new segment (named or anonymous), filled from `init`.
-    pub(crate) fn create(code: u32, name: Option<&str>, init: &[T]) -> Result<Self, ValueError> {
+    pub(crate) fn create(code: u32, name: Option<&str>, init: Init<'_, T>) -> Result<Self, ValueError> {
         Self::check_type()?;
         let builder = Segment::builder(Self::kind(code), size_for::<T>(init.len())?);
         let seg = match name {
@@ -130,13 +191,12 @@ impl<T: Pod> Cells<T> {
             None => builder.anonymous()?,
         };
         // Fill before publishing: openers wait for publication, then see the values.
-        Self::init_at(&seg, 0, init)?;
-        Self::attach(Arc::new(seg.publish()), 0)
+        Self::init_at(&seg, 0, code, init)?;
+        Self::attach(Arc::new(seg.publish()), 0, code)
     }
 
-    /// Writes a header and the elements at payload offset `at` of fresh memory; returns the
-    /// count.
-    fn init_at(seg: &Segment, at: usize, init: &[T]) -> Result<usize, ValueError> {
+    /// Writes a header and the elements at payload offset `at` of fresh (zeroed) memory.
+    fn init_at(seg: &Segment, at: usize, code: u32, init: Init<'_, T>) -> Result<(), ValueError> {
         if at % DATA_AT != 0 {
             return Err(ValueError::Placement("offset not 128-aligned"));
         }
@@ -145,31 +205,43 @@ impl<T: Pod> Cells<T> {
             return Err(ValueError::Placement("does not fit the segment"));
         }
         let h: &CellsHeader = seg.get(Offset::new(at)).map_err(|_| ValueError::Placement("header"))?;
-        // SAFETY: `at + DATA_AT + size × len <= payload_len` (checked above) and the
-        // payload is 128-aligned, so the elements are in bounds and aligned.
-        let data = unsafe { seg.payload_ptr().add(at + DATA_AT).cast::<T>() };
-        for (i, v) in init.iter().enumerate() {
-            // SAFETY: i < len, in bounds as above; nobody else sees this memory yet.
-            unsafe { store(data.as_ptr().add(i), *v) };
+        let len = init.len();
+        if let Init::Copy(values) = init {
+            // SAFETY: `at + DATA_AT + size × len <= payload_len` (checked above) and the
+            // payload is 128-aligned, so the elements are in bounds and aligned.
+            let data = unsafe { seg.payload_ptr().add(at + DATA_AT).cast::<T>() };
+            for (i, v) in values.iter().enumerate() {
+                // SAFETY: i < len, in bounds as above; nobody else sees this memory yet.
+                unsafe { store(data.as_ptr().add(i), *v) };
+            }
         }
+        let want = Self::want(code);
         // Relaxed: publication of the segment (or the caller's own protocol for a placed
         // value) orders these before any opener reads them.
-        h.elem_size.store(std::mem::size_of::<T>() as u64, Ordering::Relaxed);
-        h.elem_align.store(std::mem::align_of::<T>() as u64, Ordering::Relaxed);
+        h.elem_size.store(want.elem_size, Ordering::Relaxed);
+        h.elem_align.store(want.elem_align, Ordering::Relaxed);
+        h.kind.store(want.kind, Ordering::Relaxed);
+        h.tag.store(want.tag, Ordering::Relaxed);
         // Release: an opener that sees the count (Acquire) sees the sizes and elements.
-        h.len.store(init.len() as u64, Ordering::Release);
-        Ok(init.len())
+        h.len.store(len as u64, Ordering::Release);
+        Ok(())
     }
 
     /// New cells at payload offset `at` of a caller's segment (zeroed, unused memory).
-    pub(crate) fn create_at(seg: Arc<Segment>, at: usize, init: &[T]) -> Result<Self, ValueError> {
+    pub(crate) fn create_at(
+        seg: Arc<Segment>,
+        at: usize,
+        code: u32,
+        init: Init<'_, T>,
+    ) -> Result<Self, ValueError> {
         Self::check_type()?;
-        Self::init_at(&seg, at, init)?;
-        Self::attach(seg, at)
+        Self::init_at(&seg, at, code, init)?;
+        Self::attach(seg, at, code)
     }
 
-    /// Cells written earlier at payload offset `at`, with the header validated.
-    pub(crate) fn attach(seg: Arc<Segment>, at: usize) -> Result<Self, ValueError> {
+    /// Cells of object kind `code` written earlier at payload offset `at`, with the header
+    /// validated.
+    pub(crate) fn attach(seg: Arc<Segment>, at: usize, code: u32) -> Result<Self, ValueError> {
         Self::check_type()?;
         if at % DATA_AT != 0 {
             return Err(ValueError::Placement("offset not 128-aligned"));
@@ -180,9 +252,14 @@ impl<T: Pod> Cells<T> {
         // Acquire: pairs with the Release store of the count in `init_at`.
         let len = h.len.load(Ordering::Acquire);
         // Relaxed: ordered by the count's Acquire load.
-        let size = h.elem_size.load(Ordering::Relaxed);
-        let align = h.elem_align.load(Ordering::Relaxed);
-        let len = check_header(size, align, len, std::mem::size_of::<T>(), std::mem::align_of::<T>(), room)?;
+        let found = CellsFields {
+            elem_size: h.elem_size.load(Ordering::Relaxed),
+            elem_align: h.elem_align.load(Ordering::Relaxed),
+            len,
+            kind: h.kind.load(Ordering::Relaxed),
+            tag: h.tag.load(Ordering::Relaxed),
+        };
+        let len = check_header(found, Self::want(code), room)?;
         let header = NonNull::from(h);
         let lock = Lock::at(seg.clone(), Offset::new(at)).map_err(|_| ValueError::Placement("lock"))?;
         // SAFETY: `at + DATA_AT + size × len <= payload_len` (checked by `check_header`
@@ -195,7 +272,7 @@ impl<T: Pod> Cells<T> {
     pub(crate) fn open(code: u32, name: &str) -> Result<Self, ValueError> {
         Self::check_type()?;
         let seg = Segment::open(name, Self::kind(code))?;
-        Self::attach(Arc::new(seg), 0)
+        Self::attach(Arc::new(seg), 0, code)
     }
 
     pub(crate) fn len(&self) -> usize {

@@ -17,9 +17,11 @@
 //!
 //! # Failure
 //! - A [`Value`] guard works on a copy and writes it back when dropped, so a holder killed
-//!   mid-update (or a guard dropped by a panic) leaves the old value, and the next holder
-//!   gets [`OwnerDied`]. An [`Array`] guard writes in place: after `OwnerDied`, the array may
+//!   mid-update leaves the old value (the next holder gets [`OwnerDied`]), and a guard
+//!   dropped by a panic writes nothing (the lock is released normally). An [`Array`] guard writes in place: after `OwnerDied`, the array may
 //!   be half-updated, as in any locked data structure.
+//! - A placed object's header names its kind and element type too, so `open_at` refuses a
+//!   `RawArray` where an `Array` was made, or `i64` where `u64` was.
 //! - The element count is read and checked once per process; an index is checked against
 //!   that copy, so a peer scribbling on the header cannot cause an out-of-bounds access.
 
@@ -31,7 +33,6 @@ mod scalar;
 use std::fmt;
 
 pub use array::{Array, ArrayGuard, RawArray};
-pub use cells::check_header;
 pub use scalar::{RawValue, Value, ValueGuard};
 
 #[cfg(doc)]
@@ -54,9 +55,12 @@ pub enum ValueError {
     /// Opening the segment failed (including a segment of another kind or element type).
     #[error(transparent)]
     Open(#[from] ShmOpenError),
-    /// The header names another element size or alignment than the opener's type.
-    #[error("element type differs: the segment holds {found_size}-byte elements aligned to {found_align}")]
+    /// The header names another object kind, element type, size or alignment than the
+    /// opener's.
+    #[error("{what} differs: the header holds {found_size}-byte elements aligned to {found_align}")]
     Mismatch {
+        /// What differs.
+        what: &'static str,
         /// Element size found in the header.
         found_size: u64,
         /// Element alignment found in the header.

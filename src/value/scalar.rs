@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use bytemuck::Pod;
 
-use super::cells::{self, Cells};
+use super::cells::{self, Cells, Init};
 use super::{Integer, Rmw, ValueError, KIND_RAW_VALUE, KIND_VALUE};
 use crate::shm::Segment;
 use crate::sync::{Lock, LockGuard, LockResult, LockTimeoutError, OwnerDied};
@@ -120,7 +120,7 @@ impl<T: Pod> Value<T> {
     /// # Errors
     /// [`ValueError::Create`], or [`ValueError::Alignment`] for `T` aligned above 128.
     pub fn new(v: T) -> Result<Self, ValueError> {
-        Ok(Value { cells: Cells::create(KIND_VALUE, None, &one(v))? })
+        Ok(Value { cells: Cells::create(KIND_VALUE, None, Init::Copy(&one(v)))? })
     }
 
     /// A value in a new named segment, for unrelated processes to [`open`](Value::open).
@@ -128,7 +128,7 @@ impl<T: Pod> Value<T> {
     /// # Errors
     /// As [`Value::new`], or the name is taken or invalid.
     pub fn create(name: &str, v: T) -> Result<Self, ValueError> {
-        Ok(Value { cells: Cells::create(KIND_VALUE, Some(name), &one(v))? })
+        Ok(Value { cells: Cells::create(KIND_VALUE, Some(name), Init::Copy(&one(v)))? })
     }
 
     /// Opens a value made by [`Value::create`] with the same `T`.
@@ -150,7 +150,7 @@ impl<T: Pod> Value<T> {
     /// # Errors
     /// [`ValueError::Placement`] if it does not fit or `at` is misaligned.
     pub fn create_at(seg: Arc<Segment>, at: usize, v: T) -> Result<Self, ValueError> {
-        Ok(Value { cells: Cells::create_at(seg, at, &one(v))? })
+        Ok(Value { cells: Cells::create_at(seg, at, KIND_VALUE, Init::Copy(&one(v)))? })
     }
 
     /// The value made by [`Value::create_at`] at `at` in `seg`.
@@ -158,7 +158,7 @@ impl<T: Pod> Value<T> {
     /// # Errors
     /// As [`Value::open`].
     pub fn open_at(seg: Arc<Segment>, at: usize) -> Result<Self, ValueError> {
-        Ok(Value { cells: check_one(Cells::attach(seg, at)?)? })
+        Ok(Value { cells: check_one(Cells::attach(seg, at, KIND_VALUE)?)? })
     }
 
     /// The current value. One atomic load if `T` fits in one (up to 8 bytes, aligned to
@@ -173,9 +173,16 @@ impl<T: Pod> Value<T> {
         *self.lock().unwrap_or_else(OwnerDied::into_inner)
     }
 
-    /// Replaces the value under the lock. Proceeds past a dead holder.
+    /// Replaces the value under the lock. Proceeds past a dead holder, and since the whole
+    /// value is replaced, marks it consistent again (later `lock()`s return `Ok`).
     pub fn set(&self, v: T) {
-        *self.lock().unwrap_or_else(OwnerDied::into_inner) = v;
+        match self.lock() {
+            Ok(mut g) => *g = v,
+            Err(OwnerDied(mut g)) => {
+                *g = v;
+                ValueGuard::mark_consistent(&g);
+            }
+        }
     }
 
     /// Takes the lock; the guard derefs to the value.
@@ -321,7 +328,7 @@ impl<T: Pod> RawValue<T> {
     /// # Errors
     /// As [`Value::new`].
     pub fn new(v: T) -> Result<Self, ValueError> {
-        Ok(RawValue { cells: Cells::create(KIND_RAW_VALUE, None, &one(v))? })
+        Ok(RawValue { cells: Cells::create(KIND_RAW_VALUE, None, Init::Copy(&one(v)))? })
     }
 
     /// A raw value in a new named segment.
@@ -329,7 +336,7 @@ impl<T: Pod> RawValue<T> {
     /// # Errors
     /// As [`Value::create`].
     pub fn create(name: &str, v: T) -> Result<Self, ValueError> {
-        Ok(RawValue { cells: Cells::create(KIND_RAW_VALUE, Some(name), &one(v))? })
+        Ok(RawValue { cells: Cells::create(KIND_RAW_VALUE, Some(name), Init::Copy(&one(v)))? })
     }
 
     /// Opens a raw value made by [`RawValue::create`] with the same `T`.
@@ -350,7 +357,7 @@ impl<T: Pod> RawValue<T> {
     /// # Errors
     /// As [`Value::create_at`].
     pub fn create_at(seg: Arc<Segment>, at: usize, v: T) -> Result<Self, ValueError> {
-        Ok(RawValue { cells: Cells::create_at(seg, at, &one(v))? })
+        Ok(RawValue { cells: Cells::create_at(seg, at, KIND_RAW_VALUE, Init::Copy(&one(v)))? })
     }
 
     /// The raw value at `at` in `seg`.
@@ -358,7 +365,7 @@ impl<T: Pod> RawValue<T> {
     /// # Errors
     /// As [`Value::open`].
     pub fn open_at(seg: Arc<Segment>, at: usize) -> Result<Self, ValueError> {
-        Ok(RawValue { cells: check_one(Cells::attach(seg, at)?)? })
+        Ok(RawValue { cells: check_one(Cells::attach(seg, at, KIND_RAW_VALUE)?)? })
     }
 
     /// The current value (Acquire, per word).
