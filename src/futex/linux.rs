@@ -72,7 +72,7 @@ pub(super) fn wake(word: &AtomicU32, n: u32) -> usize {
 /// `futex_waitv(2)` (Linux 5.16): the same number on every architecture that has it.
 const SYS_FUTEX_WAITV: libc::c_long = 449;
 /// Its limit on words per call.
-pub(super) const WAITV_MAX: usize = 128;
+const WAITV_MAX: usize = 128;
 /// `FUTEX2_SIZE_U32`; no `FUTEX2_PRIVATE`, so the words may be shared between processes.
 const FUTEX2_SIZE_U32: u32 = 0x02;
 

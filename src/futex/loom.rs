@@ -62,8 +62,6 @@ pub(super) fn wake(word: &AtomicU32, n: u32) -> usize {
     woken
 }
 
-pub(super) const WAITV_MAX: usize = 128;
-
 pub(super) fn wait_any(words: &[(&AtomicU32, u32)], deadline: Option<Instant>) -> WaitOutcome {
     if deadline.is_some() {
         if words.iter().any(|&(w, e)| w.load(SeqCst) != e) {

@@ -325,6 +325,10 @@ impl WaitCell {
     /// state with Acquire loads; each cell's notifier must notify after making its part of
     /// the condition true.
     ///
+    /// A `notify_one` on a cell that other threads also wait on may wake this waiter instead
+    /// of them; a caller that returns without consuming what it was woken for should pass
+    /// the wake-up on (as [`pipe::wait`](crate::pipe::wait) does).
+    ///
     /// # Errors
     /// [`TimedOut`] if `deadline` passed while `poll` kept returning `None`.
     ///
