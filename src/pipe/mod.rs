@@ -117,6 +117,9 @@ pub enum ConnectionError {
     /// The timeout passed first.
     #[error("timed out")]
     Timeout,
+    /// A `try_*` call found the pipe full (send) or empty (receive).
+    #[error("the operation would block")]
+    WouldBlock,
     /// This connection was closed by [`Connection::close`].
     #[error("this connection is closed")]
     Closed,
@@ -163,7 +166,8 @@ pub enum ConnectionError {
 impl From<RecvError> for ConnectionError {
     fn from(e: RecvError) -> Self {
         match e {
-            RecvError::Empty | RecvError::Timeout => ConnectionError::Timeout,
+            RecvError::Empty => ConnectionError::WouldBlock,
+            RecvError::Timeout => ConnectionError::Timeout,
             RecvError::Disconnected => ConnectionError::Disconnected,
             RecvError::Corrupted(w) | RecvError::Decode(w) => ConnectionError::Corrupted(w),
             _ => ConnectionError::Corrupted("unexpected receive failure"),
@@ -174,7 +178,8 @@ impl From<RecvError> for ConnectionError {
 impl<T> From<SendError<T>> for ConnectionError {
     fn from(e: SendError<T>) -> Self {
         match e {
-            SendError::Full(_) | SendError::Timeout(_) => ConnectionError::Timeout,
+            SendError::Full(_) => ConnectionError::WouldBlock,
+            SendError::Timeout(_) => ConnectionError::Timeout,
             SendError::Disconnected(_) => ConnectionError::Disconnected,
             SendError::TooLarge { len, max, .. } => ConnectionError::TooLarge { len, max },
             SendError::Encode(_) => ConnectionError::Encode("value could not be encoded".into()),
@@ -281,6 +286,11 @@ impl PipeBuilder {
     /// As [`PipeBuilder::build`], or the name is taken or invalid.
     pub fn create(self, name: &str) -> Result<Connection, QueueCreateError> {
         let (seg, [r0, r1]) = self.make(2, Some(name))?;
+        let h: &PipeHeader = seg.get(Offset::new(0))?;
+        // Until the other end is first opened, nobody is missing: blocked sends and
+        // receives wait instead of reporting a disconnection.
+        r0.set_gate(&h.peer_attached);
+        r1.set_gate(&h.peer_attached);
         Ok(Connection::new(seg, Some(r1), Some(r0)))
     }
 }
@@ -386,9 +396,16 @@ pub struct Connection {
     kept: AtomicBool,
     /// Whether the other end was seen attached (cached: it never goes back).
     attached: AtomicBool,
+    /// Whether a send found nobody left to receive, in an anonymous pipe (final: nobody can
+    /// get hold of that end again).
+    peer_lost: AtomicBool,
+    /// Whether the pipe is anonymous.
+    anonymous: bool,
     /// Sends since the connection was made, and when the last peer check ran (ns).
     sends: AtomicU64,
     last_check: AtomicU64,
+    /// When a receive that found nothing last checked the other end (ns; 0: never).
+    last_eof_check: AtomicU64,
 }
 
 impl fmt::Debug for Connection {
@@ -416,11 +433,14 @@ fn now_ns() -> u64 {
 
 /// How often a sender re-checks that someone can still receive, at most.
 const SEND_CHECK: Duration = Duration::from_millis(10);
+/// How often a receive that found nothing checks whether the other end is gone, at most.
+const EOF_CHECK: Duration = Duration::from_millis(1);
 /// Sends between clock readings for that check.
 const SEND_CHECK_EVERY: u64 = 64;
 
 impl Connection {
     fn new(seg: Arc<Segment>, rx: Option<Arc<Ring>>, tx: Option<Arc<Ring>>) -> Connection {
+        let anonymous = seg.name().is_none();
         if let Some(r) = &rx {
             r.add_handle(Role::Receiver);
         }
@@ -435,8 +455,11 @@ impl Connection {
             stash: Mutex::new(None),
             kept: AtomicBool::new(false),
             attached: AtomicBool::new(false),
+            peer_lost: AtomicBool::new(false),
+            anonymous,
             sends: AtomicU64::new(0),
             last_check: AtomicU64::new(0),
+            last_eof_check: AtomicU64::new(0),
         }
     }
 
@@ -542,10 +565,38 @@ impl Connection {
 
     fn send_with(&self, msg: &[u8], wait: Wait) -> Result<(), ConnectionError> {
         let tx = self.tx()?;
-        if self.send_check_due() && self.peer_attached() && !tx.peers_alive(Role::Receiver) {
-            return Err(ConnectionError::Disconnected);
+        // Relaxed: a process-local, final flag.
+        if self.peer_lost.load(Ordering::Relaxed)
+            || (self.send_check_due() && self.peer_attached() && !tx.peers_alive(Role::Receiver))
+        {
+            return Err(self.lost());
         }
-        send_frame(tx, msg, wait).map_err(Into::into)
+        match send_frame(tx, msg, wait) {
+            Err(SendError::Disconnected(_)) => Err(self.lost()),
+            r => r.map_err(Into::into),
+        }
+    }
+
+    /// Whether a receive that found nothing should check the other end's liveness (reads
+    /// `/proc`): at most every [`EOF_CHECK`], so a polling loop stays cheap.
+    fn eof_check_due(&self) -> bool {
+        let now = now_ns().max(1);
+        // Relaxed: a rate limiter.
+        let last = self.last_eof_check.load(Ordering::Relaxed);
+        if last != 0 && now.saturating_sub(last) < EOF_CHECK.as_nanos() as u64 {
+            return false;
+        }
+        self.last_eof_check.store(now, Ordering::Relaxed);
+        true
+    }
+
+    /// Records that nobody is left to receive (for good, if the pipe is anonymous).
+    fn lost(&self) -> ConnectionError {
+        if self.anonymous {
+            // Relaxed: process-local.
+            self.peer_lost.store(true, Ordering::Relaxed);
+        }
+        ConnectionError::Disconnected
     }
 
     /// Sends `msg` as one message, blocking while the pipe is full.
@@ -563,6 +614,21 @@ impl Connection {
     /// As [`send_bytes`](Connection::send_bytes), and [`Timeout`](ConnectionError::Timeout).
     pub fn send_bytes_timeout(&self, msg: &[u8], timeout: Duration) -> Result<(), ConnectionError> {
         self.send_with(msg, Wait::timeout(timeout))
+    }
+
+    /// Sends `msg` if there is room now.
+    ///
+    /// # Errors
+    /// [`WouldBlock`](ConnectionError::WouldBlock) if the pipe is full; otherwise as
+    /// [`send_bytes`](Connection::send_bytes).
+    pub fn try_send_bytes(&self, msg: &[u8]) -> Result<(), ConnectionError> {
+        self.send_with(msg, Wait::No)
+    }
+
+    /// Messages that can wait in each direction (the builder's capacity rounded up to a
+    /// power of two).
+    pub fn capacity(&self) -> usize {
+        self.tx.as_ref().or(self.rx.as_ref()).map_or(0, |r| r.geo.capacity as usize)
     }
 
     /// Sends a `Pod` value as its bytes.
@@ -622,13 +688,21 @@ impl Connection {
         }
         let wait = if self.peer_attached() { wait } else { self.wait_for_peer(rx, wait)? };
         let mut failed = None;
-        let r = recv_frame(rx, wait, |m| match f(m) {
+        let mut take = |m: &[u8]| match f(m) {
             Ok(r) => Some(r),
             Err(e) => {
                 failed = Some((e, m.to_vec()));
                 None
             }
-        })?;
+        };
+        let r = match recv_frame(rx, wait, &mut take) {
+            // Nothing came in time: if the other end is gone, say so (a short or zero
+            // timeout never reaches the blocked path's own check), after one last look.
+            Err(RecvError::Timeout | RecvError::Empty) if self.eof_check_due() && self.peer_gone() => {
+                recv_frame(rx, Wait::No, &mut take).map_err(|_| ConnectionError::Disconnected)?
+            }
+            r => r?,
+        };
         match (r, failed) {
             (Some(r), _) => Ok(r),
             (None, Some((e, kept))) => {
@@ -669,6 +743,15 @@ impl Connection {
     /// As [`recv_bytes`](Connection::recv_bytes), and [`Timeout`](ConnectionError::Timeout).
     pub fn recv_bytes_timeout(&self, timeout: Duration) -> Result<Vec<u8>, ConnectionError> {
         self.recv_with(Wait::timeout(timeout), |m| Ok(m.to_vec()))
+    }
+
+    /// Receives a message if one is ready now.
+    ///
+    /// # Errors
+    /// [`WouldBlock`](ConnectionError::WouldBlock) if none is; `Disconnected` if none is and
+    /// the other end is gone; otherwise as [`recv_bytes`](Connection::recv_bytes).
+    pub fn try_recv_bytes(&self) -> Result<Vec<u8>, ConnectionError> {
+        self.recv_with(Wait::No, |m| Ok(m.to_vec()))
     }
 
     /// Receives a message into `buf`, returning its length. No allocation.
@@ -735,7 +818,11 @@ impl Connection {
 
     /// Ready without the (expensive) check of the peer's liveness.
     fn ready_now(&self) -> bool {
-        let Ok(rx) = self.rx() else { return true };
+        let rx = match self.rx() {
+            Ok(rx) => rx,
+            // A closed end is "ready": a receive fails at once. A sending end never is.
+            Err(e) => return e == ConnectionError::Closed,
+        };
         self.has_stash() || rx.is_closed() || mpmc::head_ready(rx.ctl(), &rx.slots, &rx.geo)
     }
 
@@ -821,29 +908,44 @@ pub fn wait<'a>(conns: &[&'a Connection], timeout: Option<Duration>) -> Vec<&'a 
     let deadline = timeout.and_then(crate::futex::deadline_after);
     let cells: Vec<&WaitCell> =
         conns.iter().filter_map(|c| c.rx.as_ref()).map(|r| &r.ctl().not_empty).collect();
-    let mut patience = Patience::new();
+    let patience = Patience::new();
     let mut polled_once = false;
-    let r = WaitCell::wait_any(
-        &cells,
-        || {
-            let ready: Vec<&'a Connection> = conns.iter().copied().filter(|c| c.ready_now()).collect();
-            if !ready.is_empty() {
-                return Some(ready);
+    let mut poll = || {
+        let ready: Vec<&'a Connection> = conns.iter().copied().filter(|c| c.ready_now()).collect();
+        if !ready.is_empty() {
+            return Some(ready);
+        }
+        // A zero timeout still looks for a dead peer once.
+        let zero = timeout == Some(Duration::ZERO) && !polled_once;
+        polled_once = true;
+        if zero || patience.peer_check_due() {
+            let gone: Vec<&'a Connection> = conns.iter().copied().filter(|c| c.peer_gone()).collect();
+            if !gone.is_empty() {
+                return Some(gone);
             }
-            // A zero timeout still looks for a dead peer once.
-            let zero = timeout == Some(Duration::ZERO) && !polled_once;
-            polled_once = true;
-            if zero || patience.peer_check_due() {
-                let gone: Vec<&'a Connection> = conns.iter().copied().filter(|c| c.peer_gone()).collect();
-                if !gone.is_empty() {
-                    return Some(gone);
-                }
-            }
-            None
-        },
-        deadline,
-    );
-    let ready = r.unwrap_or_default();
+        }
+        None
+    };
+    // As `queue::ring::block`, for several cells: parks end when the next peer check is due.
+    let ready = loop {
+        let cap = patience.next_due();
+        let capped = cap.is_some();
+        let r = WaitCell::wait_any(
+            &cells,
+            || match poll() {
+                Some(r) => Some(Some(r)),
+                None if !capped && patience.next_due().is_some() => Some(None),
+                None => None,
+            },
+            crate::futex::earliest(deadline, cap),
+        );
+        match r {
+            Ok(Some(ready)) => break ready,
+            Ok(None) => {}
+            Err(_) if deadline.is_some_and(|d| Instant::now() >= d) => break Vec::new(),
+            Err(_) => {}
+        }
+    };
     for c in &ready {
         // A notify meant for a receiver blocked on the same ring may have woken us instead:
         // pass it on if the message is still there.

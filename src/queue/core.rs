@@ -120,8 +120,8 @@ fn send_inner(ring: &Ring, me: u32, wait: Wait, write: &mut impl FnMut(*mut u8))
         return Ok(());
     }
     let Wait::Until(deadline) = wait else { return Err(SendFail::Full) };
-    let mut patience = Patience::new();
-    let r = block(&ring.ctl().not_full, deadline, || {
+    let patience = Patience::new();
+    let r = block(&ring.ctl().not_full, deadline, &patience, || {
         if ring.is_closed() {
             return Some(Err(SendFail::Disconnected));
         }
@@ -181,8 +181,8 @@ pub(crate) fn recv<R>(ring: &Ring, wait: Wait, mut read: impl FnMut(*const u8) -
     let Wait::Until(deadline) = wait else {
         return Err(if ring.is_closed() { RecvFail::Disconnected } else { RecvFail::Empty });
     };
-    let mut patience = Patience::new();
-    let r = block(&ctl.not_empty, deadline, || match attempt_pop(ring, me, false, &mut read) {
+    let patience = Patience::new();
+    let r = block(&ctl.not_empty, deadline, &patience, || match attempt_pop(ring, me, false, &mut read) {
         Ok(Some(r)) => Some(Ok(r)),
         Ok(None) => {
             if ring.is_closed() || (patience.peer_check_due() && !ring.peers_alive(Role::Sender)) {
@@ -240,5 +240,7 @@ pub(crate) fn task_done(ring: &Ring) -> Result<(), super::TaskDoneError> {
 pub(crate) fn join(ring: &Ring, deadline: Option<Instant>) -> Result<(), crate::futex::TimedOut> {
     let ctl = ring.ctl();
     // Acquire: pairs with task_done's AcqRel, so the consumers' work is visible.
-    block(&ctl.all_done, deadline, || (ctl.unfinished.load(Ordering::Acquire) == 0).then_some(()))
+    block(&ctl.all_done, deadline, &Patience::new(), || {
+        (ctl.unfinished.load(Ordering::Acquire) == 0).then_some(())
+    })
 }

@@ -103,6 +103,14 @@ pub struct RingCtl {
     pub all_done: WaitCell,
     /// Processes holding handles.
     pub members: [Member; MEMBERS],
+    /// Forks in flight: children that will hold sender handles but have not yet written
+    /// their member record (counted by the parent before `fork`, uncounted by the child).
+    pub forking_senders: AtomicU32,
+    /// The same for receiver handles.
+    pub forking_receivers: AtomicU32,
+    /// Until when (`CLOCK_MONOTONIC`, ns) forks in flight count as holders: a fork that
+    /// failed, or a child killed before it first ran, never uncounts itself.
+    pub forking_until: AtomicU64,
 }
 
 impl Default for RingCtl {
@@ -123,6 +131,9 @@ impl Default for RingCtl {
             unfinished: CachePadded::new(AtomicU64::new(0)),
             all_done: WaitCell::new(),
             members: std::array::from_fn(|_| Member::default()),
+            forking_senders: AtomicU32::new(0),
+            forking_receivers: AtomicU32::new(0),
+            forking_until: AtomicU64::new(0),
         }
     }
 }

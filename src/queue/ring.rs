@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use super::error::{QueueCreateError, QueueOpenError};
 use super::raw::{mpmc, spsc, Geometry, GeometryError, RingCtl, SlotArray, FLAVOR_MPMC, MEMBERS};
 use crate::futex::{TimedOut, WaitCell};
-use crate::primitive::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
+use crate::primitive::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use crate::shm::{Kind, Layout, Offset, Segment, Shareable};
 use crate::util::proc::{pid_gone, Liveness, ProcessToken};
 
@@ -79,6 +79,8 @@ pub(crate) struct Ring {
     pub(crate) joinable: bool,
     /// Whether this ring is in `LIVE` (so forked children register at once).
     listed: AtomicBool,
+    /// See [`Ring::set_gate`]; null when unused.
+    gate: AtomicPtr<AtomicU32>,
 }
 
 /// The MPMC rings this process holds handles of. A `pthread_atfork` child handler walks it
@@ -100,6 +102,35 @@ extern "C" fn register_rings_in_child() {
         // the child to free it; we only take a shared reference.
         if let Some(ring) = unsafe { ptr.as_ref() } {
             ring.register_as(pid, 0, false);
+            ring.fork_done();
+        }
+    }
+}
+
+/// How long a fork in flight counts as a holder of the parent's roles (a child not yet
+/// scheduled after this long is, in practice, one that will never run).
+pub(crate) const FORK_GRACE: Duration = Duration::from_secs(2);
+
+/// `CLOCK_MONOTONIC` in nanoseconds: one clock for every process (vDSO; no syscall).
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `ts` is a valid, writable timespec; CLOCK_MONOTONIC always exists on Linux.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    (ts.tv_sec as u64).wrapping_mul(1_000_000_000).wrapping_add(ts.tv_nsec as u64)
+}
+
+/// Before `fork`, in the parent: counts the child as a coming holder of every ring this
+/// process holds handles of, so that until the child writes its own record (in
+/// `register_rings_in_child`, when it first runs) the parent's peers do not see the roles
+/// as gone — e.g. a parent that forks a receiver and drops its own receiving end at once.
+extern "C" fn count_forks_in_flight() {
+    let until = monotonic_ns().saturating_add(FORK_GRACE.as_nanos() as u64);
+    for slot in &LIVE {
+        // Acquire: as in `register_rings_in_child`.
+        let ptr = slot.load(Ordering::Acquire);
+        // SAFETY: as in `register_rings_in_child`; the ring outlives the fork call.
+        if let Some(ring) = unsafe { ptr.as_ref() } {
+            ring.fork_begins(until);
         }
     }
 }
@@ -212,6 +243,7 @@ impl Ring {
             stuck_since: AtomicU64::new(0),
             joinable: false,
             listed: AtomicBool::new(false),
+            gate: AtomicPtr::new(std::ptr::null_mut()),
         }
     }
 
@@ -225,7 +257,7 @@ impl Ring {
         ATFORK.call_once(|| {
             // SAFETY: registers a plain extern "C" handler; it only uses atomics, shared
             // memory and getpid (no locks, no allocation).
-            unsafe { libc::pthread_atfork(None, None, Some(register_rings_in_child)) };
+            unsafe { libc::pthread_atfork(Some(count_forks_in_flight), None, Some(register_rings_in_child)) };
         });
         let me = self as *const Ring as *mut Ring;
         for slot in &LIVE {
@@ -497,6 +529,49 @@ impl Ring {
         }
     }
 
+    /// The forks-in-flight counters of the roles this process holds (see
+    /// `count_forks_in_flight`).
+    fn forking_counters(&self) -> [Option<&AtomicU32>; 2] {
+        let ctl = self.ctl();
+        // Relaxed: process-local counts, stable while we fork.
+        [
+            (self.senders.load(Ordering::Relaxed) > 0).then_some(&ctl.forking_senders),
+            (self.receivers.load(Ordering::Relaxed) > 0).then_some(&ctl.forking_receivers),
+        ]
+    }
+
+    /// In the parent, before `fork`: one more child will hold our roles.
+    fn fork_begins(&self, until: u64) {
+        for c in self.forking_counters().into_iter().flatten() {
+            // Relaxed: read together with `forking_until`; a stale view only makes a peer
+            // check wait for the next one.
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+        self.ctl().forking_until.fetch_max(until, Ordering::Release);
+    }
+
+    /// In the child, after writing its record: it no longer needs counting.
+    fn fork_done(&self) {
+        for c in self.forking_counters().into_iter().flatten() {
+            // Release: our member record is visible before the count drops.
+            let _ = c.fetch_update(Ordering::Release, Ordering::Relaxed, |n| n.checked_sub(1));
+        }
+    }
+
+    /// Whether a fork in flight will bring a holder of `role` (within [`FORK_GRACE`]; a
+    /// deadline further ahead than that was not written by a fork and is ignored).
+    fn forking(&self, role: Role) -> bool {
+        let ctl = self.ctl();
+        let count = if role == Role::Sender { &ctl.forking_senders } else { &ctl.forking_receivers };
+        // Acquire: pairs with the child's Release in `fork_done`.
+        if count.load(Ordering::Acquire) == 0 {
+            return false;
+        }
+        let until = ctl.forking_until.load(Ordering::Acquire);
+        let now = monotonic_ns();
+        until > now && until - now <= FORK_GRACE.as_nanos() as u64
+    }
+
     /// Whether some live process (other than a dead one) holds a handle of `role`. Dead
     /// processes' records are freed on the way. True if the table overflowed.
     pub(crate) fn peers_alive(&self, role: Role) -> bool {
@@ -522,7 +597,22 @@ impl Ring {
             }
         }
         // Relaxed: overflow is sticky and only ever makes us more patient.
-        any || ctl.overflow.load(Ordering::Relaxed) != 0
+        any || ctl.overflow.load(Ordering::Relaxed) != 0 || self.forking(role) || self.gated()
+    }
+
+    /// Whether this ring waits for its first peer (a named pipe not yet opened).
+    fn gated(&self) -> bool {
+        // Acquire: pairs with the Release that set the gate.
+        let gate = self.gate.load(Ordering::Acquire);
+        // SAFETY: a gate points into our own segment (see `set_gate`), mapped while `self` is.
+        !gate.is_null() && unsafe { &*gate }.load(Ordering::Acquire) == 0
+    }
+
+    /// Makes `peers_alive` report true while `*gate` is 0: for a named pipe whose other end
+    /// was never opened yet. `gate` must live in this ring's segment.
+    pub(crate) fn set_gate(&self, gate: &AtomicU32) {
+        // Release: the gate's segment is ours; publishes the pointer.
+        self.gate.store(gate as *const AtomicU32 as *mut AtomicU32, Ordering::Release);
     }
 
     /// Liveness of a process named in a stamp: by its member record's start time if it has
@@ -567,9 +657,9 @@ impl Ring {
 
 /// State a blocked operation keeps between polls: when it last checked its peers.
 pub(crate) struct Patience {
-    polls: u32,
-    started: Option<Instant>,
-    last_peer_check: Option<Instant>,
+    polls: std::cell::Cell<u32>,
+    started: std::cell::Cell<Option<Instant>>,
+    last_peer_check: std::cell::Cell<Option<Instant>>,
 }
 
 /// Polls before a blocked operation starts reading the clock: the adaptive wait's spin
@@ -578,33 +668,79 @@ const QUIET_POLLS: u32 = crate::futex::WaitStrategy::ADAPTIVE.spins;
 
 impl Patience {
     pub(crate) fn new() -> Self {
-        Patience { polls: 0, started: None, last_peer_check: None }
+        Patience {
+            polls: std::cell::Cell::new(0),
+            started: std::cell::Cell::new(None),
+            last_peer_check: std::cell::Cell::new(None),
+        }
     }
 
-    /// Counts a poll; true once it is time for the (expensive) peer check.
-    pub(crate) fn peer_check_due(&mut self) -> bool {
-        self.polls = self.polls.saturating_add(1);
-        if self.polls < QUIET_POLLS {
+    /// Counts a poll; true once it is time for the (expensive) peer check: first
+    /// `PEER_CHECK / 10` after the spin phase, then every [`PEER_CHECK`].
+    pub(crate) fn peer_check_due(&self) -> bool {
+        let polls = self.polls.get().saturating_add(1);
+        self.polls.set(polls);
+        if polls < QUIET_POLLS {
             return false;
         }
         let now = Instant::now();
-        let start = *self.started.get_or_insert(now);
-        let due = match self.last_peer_check {
+        let start = *self.started.get().get_or_insert(now);
+        self.started.set(Some(start));
+        let due = match self.last_peer_check.get() {
             None => now.duration_since(start) >= PEER_CHECK / 10,
             Some(t) => now.duration_since(t) >= PEER_CHECK,
         };
         if due {
-            self.last_peer_check = Some(now);
+            self.last_peer_check.set(Some(now));
         }
         due
     }
+
+    /// When the next peer check is due (`None` during the spin phase).
+    pub(crate) fn next_due(&self) -> Option<Instant> {
+        let start = self.started.get()?;
+        Some(match self.last_peer_check.get() {
+            None => start + PEER_CHECK / 10,
+            Some(t) => t + PEER_CHECK,
+        })
+    }
 }
 
-/// Blocks on `cell` until `poll` gives a result or `deadline` passes.
+/// Blocks on `cell` until `poll` gives a result or `deadline` passes. Parks end when the
+/// next peer check of `patience` is due, so that a peer that closed or died (whose
+/// notification may have come before we parked) is noticed within `PEER_CHECK / 10` of
+/// blocking, then within [`PEER_CHECK`], instead of after a whole park.
 pub(crate) fn block<R>(
     cell: &WaitCell,
     deadline: Option<Instant>,
-    poll: impl FnMut() -> Option<R>,
+    patience: &Patience,
+    mut poll: impl FnMut() -> Option<R>,
 ) -> Result<R, TimedOut> {
-    cell.wait_for(poll, deadline)
+    loop {
+        let cap = patience.next_due();
+        let capped = cap.is_some();
+        let r = cell.wait_for(
+            || {
+                if let Some(r) = poll() {
+                    return Some(Some(r));
+                }
+                // The spin phase just ended and scheduled the first check: come back to
+                // park with the cap.
+                if !capped && patience.next_due().is_some() {
+                    return Some(None);
+                }
+                None
+            },
+            crate::futex::earliest(deadline, cap),
+        );
+        match r {
+            Ok(Some(r)) => return Ok(r),
+            Ok(None) => {}
+            Err(TimedOut) => {
+                if deadline.is_some_and(|d| Instant::now() >= d) {
+                    return Err(TimedOut);
+                }
+            }
+        }
+    }
 }

@@ -307,8 +307,8 @@ impl<T: Pod> SpscSender<T> {
             Err(Stop::Blocked) => {}
         }
         let Wait::Until(deadline) = wait else { return Err(SendError::Full(v)) };
-        let mut patience = Patience::new();
-        let r = block(&ring.ctl().not_full, deadline, || {
+        let patience = Patience::new();
+        let r = block(&ring.ctl().not_full, deadline, &patience, || {
             if ring.is_closed() {
                 return Some(Err(SendError::Disconnected(v)));
             }
@@ -434,8 +434,8 @@ impl<T: Pod> SpscReceiver<T> {
         let Wait::Until(deadline) = wait else {
             return Err(if ring.is_closed() { RecvError::Disconnected } else { RecvError::Empty });
         };
-        let mut patience = Patience::new();
-        let r = block(&ring.ctl().not_empty, deadline, || match self.pop(out) {
+        let patience = Patience::new();
+        let r = block(&ring.ctl().not_empty, deadline, &patience, || match self.pop(out) {
             Ok(n) => Some(Ok(n)),
             Err(Stop::Corrupted) => Some(Err(RecvError::Corrupted("spsc tail"))),
             Err(Stop::Blocked) => {
