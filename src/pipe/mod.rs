@@ -399,6 +399,9 @@ pub struct Connection {
     /// Whether a send found nobody left to receive, in an anonymous pipe (final: nobody can
     /// get hold of that end again).
     peer_lost: AtomicBool,
+    /// Whether a receive found the other end gone and nothing left, in an anonymous pipe
+    /// (final, as `peer_lost`).
+    eof: AtomicBool,
     /// Whether the pipe is anonymous.
     anonymous: bool,
     /// Sends since the connection was made, and when the last peer check ran (ns).
@@ -456,6 +459,7 @@ impl Connection {
             kept: AtomicBool::new(false),
             attached: AtomicBool::new(false),
             peer_lost: AtomicBool::new(false),
+            eof: AtomicBool::new(false),
             anonymous,
             sends: AtomicU64::new(0),
             last_check: AtomicU64::new(0),
@@ -686,6 +690,10 @@ impl Connection {
                 }
             };
         }
+        // Relaxed: a process-local, final flag.
+        if self.eof.load(Ordering::Relaxed) {
+            return Err(ConnectionError::Disconnected);
+        }
         let wait = if self.peer_attached() { wait } else { self.wait_for_peer(rx, wait)? };
         let mut failed = None;
         let mut take = |m: &[u8]| match f(m) {
@@ -699,7 +707,20 @@ impl Connection {
             // Nothing came in time: if the other end is gone, say so (a short or zero
             // timeout never reaches the blocked path's own check), after one last look.
             Err(RecvError::Timeout | RecvError::Empty) if self.eof_check_due() && self.peer_gone() => {
-                recv_frame(rx, Wait::No, &mut take).map_err(|_| ConnectionError::Disconnected)?
+                recv_frame(rx, Wait::No, &mut take).map_err(|_| {
+                    if self.anonymous {
+                        // Relaxed: process-local.
+                        self.eof.store(true, Ordering::Relaxed);
+                    }
+                    ConnectionError::Disconnected
+                })?
+            }
+            Err(RecvError::Disconnected) => {
+                if self.anonymous {
+                    // Relaxed: process-local.
+                    self.eof.store(true, Ordering::Relaxed);
+                }
+                return Err(ConnectionError::Disconnected);
             }
             r => r?,
         };
@@ -918,7 +939,9 @@ pub fn wait<'a>(conns: &[&'a Connection], timeout: Option<Duration>) -> Vec<&'a 
         // A zero timeout still looks for a dead peer once.
         let zero = timeout == Some(Duration::ZERO) && !polled_once;
         polled_once = true;
-        if zero || patience.peer_check_due() {
+        let departures =
+            conns.iter().filter_map(|c| c.rx.as_ref()).fold(0u32, |n, r| n.wrapping_add(r.departures()));
+        if zero || patience.peer_check_due(departures) {
             let gone: Vec<&'a Connection> = conns.iter().copied().filter(|c| c.peer_gone()).collect();
             if !gone.is_empty() {
                 return Some(gone);

@@ -128,7 +128,7 @@ fn send_inner(ring: &Ring, me: u32, wait: Wait, write: &mut impl FnMut(*mut u8))
         match attempt_push(ring, me, false, write) {
             Ok(true) => Some(Ok(())),
             Ok(false) => {
-                if patience.peer_check_due() && !ring.peers_alive(Role::Receiver) {
+                if patience.peer_check_due(ring.departures()) && !ring.peers_alive(Role::Receiver) {
                     return Some(Err(SendFail::Disconnected));
                 }
                 None
@@ -185,7 +185,9 @@ pub(crate) fn recv<R>(ring: &Ring, wait: Wait, mut read: impl FnMut(*const u8) -
     let r = block(&ctl.not_empty, deadline, &patience, || match attempt_pop(ring, me, false, &mut read) {
         Ok(Some(r)) => Some(Ok(r)),
         Ok(None) => {
-            if ring.is_closed() || (patience.peer_check_due() && !ring.peers_alive(Role::Sender)) {
+            if ring.is_closed()
+                || (patience.peer_check_due(ring.departures()) && !ring.peers_alive(Role::Sender))
+            {
                 // A last message may have landed between our pop and the check.
                 return match attempt_pop(ring, me, false, &mut read) {
                     Ok(Some(r)) => Some(Ok(r)),

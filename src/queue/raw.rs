@@ -111,6 +111,9 @@ pub struct RingCtl {
     /// Until when (`CLOCK_MONOTONIC`, ns) forks in flight count as holders: a fork that
     /// failed, or a child killed before it first ran, never uncounts itself.
     pub forking_until: AtomicU64,
+    /// Bumped whenever a process drops its last handle of a role: blocked peers re-check
+    /// who is left at once instead of at their next timed check.
+    pub departures: AtomicU32,
 }
 
 impl Default for RingCtl {
@@ -134,6 +137,7 @@ impl Default for RingCtl {
             forking_senders: AtomicU32::new(0),
             forking_receivers: AtomicU32::new(0),
             forking_until: AtomicU64::new(0),
+            departures: AtomicU32::new(0),
         }
     }
 }

@@ -497,6 +497,8 @@ impl Ring {
             if let Some(m) = self.member() {
                 let flag = if role == Role::Sender { &m.senders } else { &m.receivers };
                 flag.store(0, Ordering::Release);
+                // Release: the cleared flag is visible to whoever sees the bump.
+                self.ctl().departures.fetch_add(1, Ordering::Release);
                 if role == Role::Sender {
                     // Wake receivers so they notice there may be no sender left.
                     self.ctl().not_empty.notify_all();
@@ -628,6 +630,13 @@ impl Ring {
         (ProcessToken { pid, start: 0 }).liveness()
     }
 
+    /// How many times a process dropped its last handle of a role (see
+    /// `RingCtl::departures`).
+    pub(crate) fn departures(&self) -> u32 {
+        // Acquire: pairs with the Release bump in `drop_handle`.
+        self.ctl().departures.load(Ordering::Acquire)
+    }
+
     /// Whether `close()` was called.
     #[inline(always)]
     pub(crate) fn is_closed(&self) -> bool {
@@ -658,6 +667,8 @@ impl Ring {
 /// State a blocked operation keeps between polls: when it last checked its peers.
 pub(crate) struct Patience {
     polls: std::cell::Cell<u32>,
+    /// The departure count at the last check (see `RingCtl::departures`).
+    departures: std::cell::Cell<Option<u32>>,
     started: std::cell::Cell<Option<Instant>>,
     last_peer_check: std::cell::Cell<Option<Instant>>,
 }
@@ -670,26 +681,32 @@ impl Patience {
     pub(crate) fn new() -> Self {
         Patience {
             polls: std::cell::Cell::new(0),
+            departures: std::cell::Cell::new(None),
             started: std::cell::Cell::new(None),
             last_peer_check: std::cell::Cell::new(None),
         }
     }
 
-    /// Counts a poll; true once it is time for the (expensive) peer check: first
-    /// `PEER_CHECK / 10` after the spin phase, then every [`PEER_CHECK`].
-    pub(crate) fn peer_check_due(&self) -> bool {
+    /// Counts a poll; true once it is time for the (expensive) peer check: after the spin
+    /// phase, as soon as `departures` (the ring's count of dropped roles; 0 if untracked)
+    /// moved since the last check, else `PEER_CHECK / 10` after the spin phase, then every
+    /// [`PEER_CHECK`].
+    pub(crate) fn peer_check_due(&self, departures: u32) -> bool {
         let polls = self.polls.get().saturating_add(1);
         self.polls.set(polls);
+        let seen = self.departures.replace(Some(departures));
         if polls < QUIET_POLLS {
             return false;
         }
         let now = Instant::now();
         let start = *self.started.get().get_or_insert(now);
         self.started.set(Some(start));
-        let due = match self.last_peer_check.get() {
-            None => now.duration_since(start) >= PEER_CHECK / 10,
-            Some(t) => now.duration_since(t) >= PEER_CHECK,
-        };
+        let departed = seen.is_some_and(|d| d != departures);
+        let due = departed
+            || match self.last_peer_check.get() {
+                None => now.duration_since(start) >= PEER_CHECK / 10,
+                Some(t) => now.duration_since(t) >= PEER_CHECK,
+            };
         if due {
             self.last_peer_check.set(Some(now));
         }

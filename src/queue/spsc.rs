@@ -316,7 +316,7 @@ impl<T: Pod> SpscSender<T> {
                 Ok(_) => Some(Ok(())),
                 Err(Stop::Corrupted) => Some(Err(SendError::Corrupted(v))),
                 Err(Stop::Blocked) => {
-                    if patience.peer_check_due() && end_state(self.end.other()) == EndState::Gone {
+                    if patience.peer_check_due(0) && end_state(self.end.other()) == EndState::Gone {
                         return Some(Err(SendError::Disconnected(v)));
                     }
                     None
@@ -439,7 +439,7 @@ impl<T: Pod> SpscReceiver<T> {
             Ok(n) => Some(Ok(n)),
             Err(Stop::Corrupted) => Some(Err(RecvError::Corrupted("spsc tail"))),
             Err(Stop::Blocked) => {
-                if ring.is_closed() || (patience.peer_check_due() && gone(&self.end)) {
+                if ring.is_closed() || (patience.peer_check_due(0) && gone(&self.end)) {
                     return Some(match self.pop(out) {
                         Ok(n) => Ok(n),
                         Err(_) => Err(RecvError::Disconnected),
