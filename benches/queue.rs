@@ -26,6 +26,9 @@
 use std::io;
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::{check, ipc_channel_tput, ipc_err};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use serde::{Deserialize, Serialize};
 use shmkit::bench::queue_peers::{pin_thread, posix_mq_available, posix_mq_depth, run_pair};
@@ -44,46 +47,6 @@ fn group_times(g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::Wal
 
 fn timed(name: &str, r: io::Result<Duration>) -> Duration {
     r.unwrap_or_else(|e| panic!("{name}: {e}"))
-}
-
-fn check(expected: u64, got: u64) -> io::Result<()> {
-    if expected == got {
-        Ok(())
-    } else {
-        Err(io::Error::other(format!("expected {expected}, got {got}")))
-    }
-}
-
-fn ipc_err(e: impl std::fmt::Debug) -> io::Error {
-    io::Error::other(format!("ipc-channel: {e:?}"))
-}
-
-/// 8-byte messages over an ipc-channel made before the fork: the child sends, the parent
-/// receives (a blocking `recv`, which ends with `Disconnected` if the child dies).
-fn ipc_channel_tput(msgs: u64) -> io::Result<Duration> {
-    let (tx, rx) = ipc_channel::ipc::channel::<u64>()?;
-    let total = msgs + 1;
-    let child = move || {
-        for i in 1..=total {
-            if tx.send(i).is_err() {
-                return 2;
-            }
-        }
-        0
-    };
-    let parent = move || {
-        let mut start = Instant::now();
-        for i in 1..=total {
-            check(i, rx.recv().map_err(ipc_err)?)?;
-            if i == 1 {
-                start = Instant::now();
-            }
-        }
-        Ok(start.elapsed())
-    };
-    // SAFETY: criterion runs every benchmark on this process's only thread (the crossbeam
-    // peer joins its thread before returning), so the fork copies no lock held elsewhere.
-    unsafe { run_pair(child, parent) }
 }
 
 /// 8-byte messages through a bounded crossbeam channel between two threads pinned to
@@ -186,7 +149,7 @@ fn serde_shmkit(msgs: u64) -> io::Result<Duration> {
         }
         Ok(start.elapsed())
     };
-    // SAFETY: as in `ipc_channel_tput`.
+    // SAFETY: as in `common::ipc_channel_tput`.
     unsafe { run_pair(child, parent) }
 }
 
@@ -212,7 +175,7 @@ fn serde_ipc(msgs: u64) -> io::Result<Duration> {
         }
         Ok(start.elapsed())
     };
-    // SAFETY: as in `ipc_channel_tput`.
+    // SAFETY: as in `common::ipc_channel_tput`.
     unsafe { run_pair(child, parent) }
 }
 
