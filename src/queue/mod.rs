@@ -31,8 +31,10 @@
 //!   handles) drain it and get [`RecvError::Disconnected`]; senders blocked on a full queue
 //!   whose every receiver died get [`SendError::Disconnected`]. A process counts as a sender
 //!   or receiver from the moment it holds a handle: made, opened, cloned, or inherited
-//!   through `fork` (a `pthread_atfork` handler gives the child its own member record before
-//!   `fork` returns). A queue has 64 member records; when they run out, death no longer
+//!   through `fork` (`pthread_atfork` handlers count the child as coming before the fork, and
+//!   give it its own member record when it first runs; a count that no child takes back —
+//!   a failed fork — expires after 2 s). A process dropping its last handle of a role wakes
+//!   the blocked peers, which re-check at once. A queue has 64 member records; when they run out, death no longer
 //!   disconnects that queue (a live holder could not be told apart from a dead one).
 //! - Impossible indices or stamps (a peer wrote garbage) give `Corrupted`; every index is
 //!   masked with the process's own copy of the geometry and every frame length is checked,

@@ -579,6 +579,9 @@ impl Ring {
     pub(crate) fn peers_alive(&self, role: Role) -> bool {
         let ctl = self.ctl();
         self.fill_start();
+        // Before the records: a child that registers and then uncounts itself (Release)
+        // between our two reads is seen either as counted here or in the records below.
+        let forking = self.forking(role);
         let mut any = false;
         for m in &ctl.members {
             // Acquire: pairs with the Release stores when the record was claimed.
@@ -599,7 +602,7 @@ impl Ring {
             }
         }
         // Relaxed: overflow is sticky and only ever makes us more patient.
-        any || ctl.overflow.load(Ordering::Relaxed) != 0 || self.forking(role) || self.gated()
+        any || ctl.overflow.load(Ordering::Relaxed) != 0 || forking || self.gated()
     }
 
     /// Whether this ring waits for its first peer (a named pipe not yet opened).

@@ -133,7 +133,6 @@ impl<T> Init<'_, T> {
 /// `len` elements of `T` in a segment, plus the lock of their header.
 pub(crate) struct Cells<T> {
     seg: Arc<Segment>,
-    header: NonNull<CellsHeader>,
     data: NonNull<T>,
     len: usize,
     pub(crate) lock: Lock,
@@ -150,7 +149,6 @@ impl<T> Clone for Cells<T> {
     fn clone(&self) -> Self {
         Cells {
             seg: self.seg.clone(),
-            header: self.header,
             data: self.data,
             len: self.len,
             lock: self.lock.clone(),
@@ -260,12 +258,11 @@ impl<T: Pod> Cells<T> {
             tag: h.tag.load(Ordering::Relaxed),
         };
         let len = check_header(found, Self::want(code), room)?;
-        let header = NonNull::from(h);
         let lock = Lock::at(seg.clone(), Offset::new(at)).map_err(|_| ValueError::Placement("lock"))?;
         // SAFETY: `at + DATA_AT + size × len <= payload_len` (checked by `check_header`
         // against `room`), aligned as in `init_at`.
         let data = unsafe { seg.payload_ptr().add(at + DATA_AT).cast::<T>() };
-        Ok(Cells { seg, header, data, len, lock, _t: PhantomData })
+        Ok(Cells { seg, data, len, lock, _t: PhantomData })
     }
 
     /// Opens named cells, checking kind (element type) and header.
@@ -293,12 +290,6 @@ impl<T: Pod> Cells<T> {
 
     pub(crate) fn data(&self) -> NonNull<T> {
         self.data
-    }
-
-    #[allow(dead_code)]
-    pub(crate) fn header(&self) -> &CellsHeader {
-        // SAFETY: checked in bounds at attach; the Arc keeps the mapping alive.
-        unsafe { self.header.as_ref() }
     }
 }
 
