@@ -131,11 +131,12 @@ pub(super) fn wait_any(words: &[(&AtomicU32, u32)], deadline: Option<Instant>) -
             Some(libc::EAGAIN) => return WaitOutcome::Mismatch,
             Some(libc::ETIMEDOUT) => return WaitOutcome::TimedOut,
             Some(libc::EINTR) => continue,
-            Some(libc::ENOSYS) => {
+            // ENOSYS (an older kernel), EPERM (a seccomp filter) or anything else: use the
+            // fallback from now on rather than spin on a failing call.
+            _ => {
                 NO_WAITV.store(true, crate::primitive::atomic::Ordering::Relaxed);
                 return wait_any(words, deadline);
             }
-            _ => return WaitOutcome::Woken,
         }
     }
 }

@@ -33,12 +33,14 @@
 //! As with an OS pipe, an end is alive while some process holds a handle to it: made,
 //! opened, or inherited through `fork` (drop the end you do not use after forking, as in
 //! Python; a child counts as a holder from the moment `fork` is called, even before it first
-//! runs). When every holder of the other end has closed or dropped it, or died — even by
+//! runs — for up to 2 s, and for the first 128 duplex pipes and queues of a process, whose
+//! rings a fork handler can list). When every holder of the other end has closed or dropped it, or died — even by
 //! SIGKILL — a receiver drains what was sent, then gets [`ConnectionError::Disconnected`];
 //! it never hangs. A close is noticed at once (tens of microseconds); a death within
 //! milliseconds of blocking, then within 50 ms. A send to such an end fails with
 //! `Disconnected` too: at once when the pipe is full, otherwise on the first send and then
-//! at least every 10 ms; in an anonymous pipe, every send after that fails as well. A named
+//! at the first send after each 64 that finds 10 ms passed since the last check; in an
+//! anonymous pipe, every send after that fails as well. A named
 //! pipe's first end waits for its peer: until [`Pipe::open`] was called once, nothing is
 //! reported missing.
 //!
@@ -894,7 +896,8 @@ impl Connection {
 }
 
 /// Waits until at least one of `conns` is ready to receive (a message waits, or its other
-/// end is gone, or it was closed), like `multiprocessing.connection.wait`; returns the ready
+/// end is gone, or it was closed: a receive then returns at once), like
+/// `multiprocessing.connection.wait` (an open sending end of a simplex pipe never is); returns the ready
 /// ones in the order given. Returns an empty list if `timeout` passes first (`None`: wait
 /// forever). Sleeps on all of them at once with `futex_waitv`.
 ///

@@ -108,11 +108,15 @@ pub struct RingCtl {
     pub forking_senders: AtomicU32,
     /// The same for receiver handles.
     pub forking_receivers: AtomicU32,
-    /// Until when (`CLOCK_MONOTONIC`, ns) forks in flight count as holders: a fork that
-    /// failed, or a child killed before it first ran, never uncounts itself.
-    pub forking_until: AtomicU64,
-    /// Bumped whenever a process drops its last handle of a role: blocked peers re-check
-    /// who is left at once instead of at their next timed check.
+    /// Until when (`CLOCK_MONOTONIC`, ns) forks in flight count as sender holders: a fork
+    /// that failed, or a child killed before it first ran, never uncounts itself.
+    pub forking_senders_until: AtomicU64,
+    /// The same for receiver holders.
+    pub forking_receivers_until: AtomicU64,
+    /// Bumped whenever a process drops its last handle of a role (before its flag is
+    /// cleared): blocked peers re-check who is left at once instead of at their next timed
+    /// check, and a check that saw it move while it scanned answers "alive" (its snapshot may
+    /// mix states from before and after a fork).
     pub departures: AtomicU32,
 }
 
@@ -136,7 +140,8 @@ impl Default for RingCtl {
             members: std::array::from_fn(|_| Member::default()),
             forking_senders: AtomicU32::new(0),
             forking_receivers: AtomicU32::new(0),
-            forking_until: AtomicU64::new(0),
+            forking_senders_until: AtomicU64::new(0),
+            forking_receivers_until: AtomicU64::new(0),
             departures: AtomicU32::new(0),
         }
     }

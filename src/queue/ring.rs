@@ -81,6 +81,8 @@ pub(crate) struct Ring {
     listed: AtomicBool,
     /// See [`Ring::set_gate`]; null when unused.
     gate: AtomicPtr<AtomicU32>,
+    /// Roles counted by this process's last `fork_begins` (bit 0 sender, bit 1 receiver).
+    forked_roles: crate::primitive::atomic::AtomicU8,
 }
 
 /// The MPMC rings this process holds handles of. A `pthread_atfork` child handler walks it
@@ -93,6 +95,9 @@ const LIVE_SLOTS: usize = 256;
 static ATFORK: std::sync::Once = std::sync::Once::new();
 
 extern "C" fn register_rings_in_child() {
+    // The parent's count of threads in the prepare handler, inherited: only this thread
+    // exists here, and it has left the handler.
+    IN_PREPARE.store(0, Ordering::SeqCst);
     // SAFETY: getpid has no preconditions.
     let pid = unsafe { libc::getpid() } as u32;
     for slot in &LIVE {
@@ -123,12 +128,29 @@ fn monotonic_ns() -> u64 {
 /// process holds handles of, so that until the child writes its own record (in
 /// `register_rings_in_child`, when it first runs) the parent's peers do not see the roles
 /// as gone — e.g. a parent that forks a receiver and drops its own receiving end at once.
+/// Threads of this process inside `count_forks_in_flight` (between the prepare handler and
+/// the parent or child handler). `Ring::drop` waits for 0 after unlisting, so the prepare
+/// handler never touches a freed ring: unlike the child handler, it runs while the parent's
+/// other threads go on.
+static IN_PREPARE: AtomicUsize = AtomicUsize::new(0);
+
+/// After `fork`, in the parent (success or failure).
+extern "C" fn prepare_done() {
+    // SeqCst: see `IN_PREPARE`.
+    IN_PREPARE.fetch_sub(1, Ordering::SeqCst);
+}
+
 extern "C" fn count_forks_in_flight() {
+    // SeqCst: with the SeqCst unlisting and load in `Ring::drop`, either we do not see the
+    // ring in `LIVE`, or its drop sees us here and waits.
+    IN_PREPARE.fetch_add(1, Ordering::SeqCst);
     let until = monotonic_ns().saturating_add(FORK_GRACE.as_nanos() as u64);
     for slot in &LIVE {
         // Acquire: as in `register_rings_in_child`.
         let ptr = slot.load(Ordering::Acquire);
-        // SAFETY: as in `register_rings_in_child`; the ring outlives the fork call.
+        // SAFETY: a ring is freed only after its drop cleared its entry and then saw
+        // `IN_PREPARE` at 0; we raised it before reading the entry, so this ring lives until
+        // `prepare_done`. We only take a shared reference.
         if let Some(ring) = unsafe { ptr.as_ref() } {
             ring.fork_begins(until);
         }
@@ -140,13 +162,17 @@ impl Drop for Ring {
         if self.listed.load(Ordering::Relaxed) {
             let me = self as *mut Ring;
             for slot in &LIVE {
-                // AcqRel/Relaxed: only our own entry is cleared.
+                // SeqCst: see `IN_PREPARE`.
                 if slot
-                    .compare_exchange(me, std::ptr::null_mut(), Ordering::AcqRel, Ordering::Relaxed)
+                    .compare_exchange(me, std::ptr::null_mut(), Ordering::SeqCst, Ordering::Relaxed)
                     .is_ok()
                 {
                     break;
                 }
+            }
+            // A thread forking right now may have read our entry before we cleared it.
+            while IN_PREPARE.load(Ordering::SeqCst) != 0 {
+                crate::primitive::thread::yield_now();
             }
         }
     }
@@ -244,6 +270,7 @@ impl Ring {
             joinable: false,
             listed: AtomicBool::new(false),
             gate: AtomicPtr::new(std::ptr::null_mut()),
+            forked_roles: crate::primitive::atomic::AtomicU8::new(0),
         }
     }
 
@@ -257,7 +284,13 @@ impl Ring {
         ATFORK.call_once(|| {
             // SAFETY: registers a plain extern "C" handler; it only uses atomics, shared
             // memory and getpid (no locks, no allocation).
-            unsafe { libc::pthread_atfork(Some(count_forks_in_flight), None, Some(register_rings_in_child)) };
+            unsafe {
+                libc::pthread_atfork(
+                    Some(count_forks_in_flight),
+                    Some(prepare_done),
+                    Some(register_rings_in_child),
+                )
+            };
         });
         let me = self as *const Ring as *mut Ring;
         for slot in &LIVE {
@@ -496,9 +529,10 @@ impl Ring {
         if last {
             if let Some(m) = self.member() {
                 let flag = if role == Role::Sender { &m.senders } else { &m.receivers };
+                // Before the flag: a checker that sees the cleared flag (Acquire) sees the
+                // bump, so `peers_alive` can tell its snapshot changed under it.
+                self.ctl().departures.fetch_add(1, Ordering::Relaxed);
                 flag.store(0, Ordering::Release);
-                // Release: the cleared flag is visible to whoever sees the bump.
-                self.ctl().departures.fetch_add(1, Ordering::Release);
                 if role == Role::Sender {
                     // Wake receivers so they notice there may be no sender left.
                     self.ctl().not_empty.notify_all();
@@ -531,45 +565,62 @@ impl Ring {
         }
     }
 
-    /// The forks-in-flight counters of the roles this process holds (see
-    /// `count_forks_in_flight`).
-    fn forking_counters(&self) -> [Option<&AtomicU32>; 2] {
-        let ctl = self.ctl();
-        // Relaxed: process-local counts, stable while we fork.
-        [
-            (self.senders.load(Ordering::Relaxed) > 0).then_some(&ctl.forking_senders),
-            (self.receivers.load(Ordering::Relaxed) > 0).then_some(&ctl.forking_receivers),
-        ]
+    /// The forks-in-flight counters and deadlines of the roles this process holds now.
+    fn forking_roles(&self) -> u8 {
+        // Relaxed: process-local counts.
+        u8::from(self.senders.load(Ordering::Relaxed) > 0)
+            | u8::from(self.receivers.load(Ordering::Relaxed) > 0) << 1
     }
 
-    /// In the parent, before `fork`: one more child will hold our roles.
-    fn fork_begins(&self, until: u64) {
-        for c in self.forking_counters().into_iter().flatten() {
-            // Relaxed: read together with `forking_until`; a stale view only makes a peer
-            // check wait for the next one.
-            c.fetch_add(1, Ordering::Relaxed);
+    fn forking_fields(&self, role: Role) -> (&AtomicU32, &AtomicU64) {
+        let ctl = self.ctl();
+        match role {
+            Role::Sender => (&ctl.forking_senders, &ctl.forking_senders_until),
+            Role::Receiver => (&ctl.forking_receivers, &ctl.forking_receivers_until),
         }
-        self.ctl().forking_until.fetch_max(until, Ordering::Release);
+    }
+
+    /// In the parent, before `fork`: one more child will hold our roles. Remembers which
+    /// (the child inherits the note and uncounts exactly those).
+    fn fork_begins(&self, until: u64) {
+        let roles = self.forking_roles();
+        // Relaxed: process-local; the child reads its own copy.
+        self.forked_roles.store(roles, Ordering::Relaxed);
+        for (bit, role) in [(1, Role::Sender), (2, Role::Receiver)] {
+            if roles & bit != 0 {
+                let (count, deadline) = self.forking_fields(role);
+                // Relaxed: ordered before the parent's later flag changes by their Release
+                // stores; `peers_alive` also catches a race through the departure count.
+                count.fetch_add(1, Ordering::Relaxed);
+                deadline.fetch_max(until, Ordering::Release);
+            }
+        }
     }
 
     /// In the child, after writing its record: it no longer needs counting.
     fn fork_done(&self) {
-        for c in self.forking_counters().into_iter().flatten() {
-            // Release: our member record is visible before the count drops.
-            let _ = c.fetch_update(Ordering::Release, Ordering::Relaxed, |n| n.checked_sub(1));
+        // Relaxed: our own copy of the parent's note.
+        let roles = self.forked_roles.swap(0, Ordering::Relaxed);
+        for (bit, role) in [(1, Role::Sender), (2, Role::Receiver)] {
+            if roles & bit != 0 {
+                // Release: our member record is visible before the count drops.
+                let _ = self
+                    .forking_fields(role)
+                    .0
+                    .fetch_update(Ordering::Release, Ordering::Relaxed, |n| n.checked_sub(1));
+            }
         }
     }
 
     /// Whether a fork in flight will bring a holder of `role` (within [`FORK_GRACE`]; a
     /// deadline further ahead than that was not written by a fork and is ignored).
     fn forking(&self, role: Role) -> bool {
-        let ctl = self.ctl();
-        let count = if role == Role::Sender { &ctl.forking_senders } else { &ctl.forking_receivers };
+        let (count, deadline) = self.forking_fields(role);
         // Acquire: pairs with the child's Release in `fork_done`.
         if count.load(Ordering::Acquire) == 0 {
             return false;
         }
-        let until = ctl.forking_until.load(Ordering::Acquire);
+        let until = deadline.load(Ordering::Acquire);
         let now = monotonic_ns();
         until > now && until - now <= FORK_GRACE.as_nanos() as u64
     }
@@ -579,6 +630,10 @@ impl Ring {
     pub(crate) fn peers_alive(&self, role: Role) -> bool {
         let ctl = self.ctl();
         self.fill_start();
+        // A consistent snapshot: the departure count before and after. A parent that forks a
+        // holder and drops its own role while we scan bumps it (before clearing its flag), so
+        // a scan that missed both the count of the fork and the child's record sees the bump.
+        let epoch = self.departures();
         // Before the records: a child that registers and then uncounts itself (Release)
         // between our two reads is seen either as counted here or in the records below.
         let forking = self.forking(role);
@@ -602,7 +657,10 @@ impl Ring {
             }
         }
         // Relaxed: overflow is sticky and only ever makes us more patient.
-        any || ctl.overflow.load(Ordering::Relaxed) != 0 || forking || self.gated()
+        any || ctl.overflow.load(Ordering::Relaxed) != 0
+            || forking
+            || self.gated()
+            || self.departures() != epoch
     }
 
     /// Whether this ring waits for its first peer (a named pipe not yet opened).
@@ -697,14 +755,17 @@ impl Patience {
     pub(crate) fn peer_check_due(&self, departures: u32) -> bool {
         let polls = self.polls.get().saturating_add(1);
         self.polls.set(polls);
-        let seen = self.departures.replace(Some(departures));
+        // The count when blocking began, or at the last check: a departure during the spin
+        // phase still makes the first check due at once.
+        let seen = *self.departures.get().get_or_insert(departures);
+        self.departures.set(Some(seen));
         if polls < QUIET_POLLS {
             return false;
         }
         let now = Instant::now();
         let start = *self.started.get().get_or_insert(now);
         self.started.set(Some(start));
-        let departed = seen.is_some_and(|d| d != departures);
+        let departed = seen != departures;
         let due = departed
             || match self.last_peer_check.get() {
                 None => now.duration_since(start) >= PEER_CHECK / 10,
@@ -712,6 +773,7 @@ impl Patience {
             };
         if due {
             self.last_peer_check.set(Some(now));
+            self.departures.set(Some(departures));
         }
         due
     }

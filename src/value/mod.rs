@@ -18,7 +18,11 @@
 //! # Failure
 //! - A [`Value`] guard works on a copy and writes it back when dropped, so a holder killed
 //!   mid-update leaves the old value (the next holder gets [`OwnerDied`]), and a guard
-//!   dropped by a panic writes nothing (the lock is released normally). An [`Array`] guard writes in place: after `OwnerDied`, the array may
+//!   dropped by a panic writes nothing (the lock is released normally). Only a holder killed
+//!   during the write-back itself (a few stores, for a `T` above 8 bytes) can leave a
+//!   half-written value; `OwnerDied` reports it too.
+//! - Placing objects with `create_at` at overlapping offsets of one segment is a caller
+//!   error that shmkit does not detect (as for every placed object). An [`Array`] guard writes in place: after `OwnerDied`, the array may
 //!   be half-updated, as in any locked data structure.
 //! - A placed object's header names its kind and element type too, so `open_at` refuses a
 //!   `RawArray` where an `Array` was made, or `i64` where `u64` was.
