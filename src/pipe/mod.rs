@@ -37,7 +37,7 @@
 //! rings a fork handler can list). When every holder of the other end has closed or dropped it, or died — even by
 //! SIGKILL — a receiver drains what was sent, then gets [`ConnectionError::Disconnected`];
 //! it never hangs. A close is noticed at once (tens of microseconds); a death within
-//! milliseconds of blocking, then within 50 ms. A send to such an end fails with
+//! 10 ms of blocking, then within 100 ms. A send to such an end fails with
 //! `Disconnected` too: at once when the pipe is full, otherwise on the first send and then
 //! at the first send after each 64 that finds 10 ms passed since the last check; in an
 //! anonymous pipe, every send after that fails as well. A named
