@@ -357,6 +357,12 @@ fn pipe_state_seeds() {
     let mut huge = snap.clone();
     huge[16..24].copy_from_slice(&u64::MAX.to_ne_bytes());
     assert!(!shmkit::__fuzz::pipe_state(&huge), "an impossible max_message is refused");
+    // Ring 0 (at payload 128) claiming 4 slots where the header says 2: it would reach into
+    // ring 1, so the pipe is refused although that ring alone fits the segment.
+    let mut wide = snap.clone();
+    wide[128 + 8..128 + 16].copy_from_slice(&4u64.to_ne_bytes());
+    wide[128 + 16..128 + 24].copy_from_slice(&4u64.to_ne_bytes());
+    assert!(!shmkit::__fuzz::pipe_state(&wide), "a ring larger than the header says is refused");
     shmkit::__fuzz::pipe_state(&[]);
     shmkit::__fuzz::pipe_state(&[0xff; 4096]);
     shmkit::__fuzz::pipe_state(&[0x01; 4096]);

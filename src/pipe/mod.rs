@@ -375,12 +375,16 @@ pub(crate) fn attach(seg: &Arc<Segment>) -> Result<(usize, [Arc<Ring>; 2]), Queu
     if total > seg.payload_len() {
         return Err(GeometryError::Mismatch("pipe larger than its segment").into());
     }
-    let r0 = Arc::new(Ring::at_existing(seg.clone(), at[0], FLAVOR_MPMC, geo.elem_size)?);
-    let r1 = if rings == 2 {
-        Arc::new(Ring::at_existing(seg.clone(), at[1], FLAVOR_MPMC, geo.elem_size)?)
-    } else {
-        r0.clone()
+    let ring = |a: usize| -> Result<Arc<Ring>, QueueOpenError> {
+        let r = Ring::at_existing(seg.clone(), a, FLAVOR_MPMC, geo.elem_size)?;
+        // Each ring must have the header's shape: a larger one would reach into the next.
+        if r.geo != geo {
+            return Err(GeometryError::Mismatch("pipe ring differs from the pipe header").into());
+        }
+        Ok(Arc::new(r))
     };
+    let r0 = ring(at[0])?;
+    let r1 = if rings == 2 { ring(at[1])? } else { r0.clone() };
     Ok((rings, [r0, r1]))
 }
 
