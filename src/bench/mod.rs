@@ -117,3 +117,8 @@ pub(crate) fn finish(
         (Ok(_), st) => Err(io::Error::other(format!("benchmark child failed: {st:?}"))),
     }
 }
+
+/// Any displayable error as an `io::Error` (the peers' error type).
+pub(crate) fn other(e: impl std::fmt::Display) -> io::Error {
+    io::Error::other(e.to_string())
+}

@@ -28,14 +28,11 @@ use std::fs::File;
 use std::io::{self, Read, Write};
 use std::time::{Duration, Instant};
 
+use super::other;
 use super::peers::receive_in_order;
 use super::queue_peers::{bulk_run, check_seq, run_pair, BULK_BYTES, BULK_SLOTS};
 use super::{pipe, rtt, tput, RttPeer, TputPeer};
 use crate::pipe::Pipe;
-
-fn other(e: impl std::fmt::Display) -> io::Error {
-    io::Error::other(e.to_string())
-}
 
 /// An implementation of one-way 8-byte message throughput (`pipe_tput_8B/<name>`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

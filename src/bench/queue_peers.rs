@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_utils::CachePadded;
 
+use super::other;
 use super::{available_cpus, pin_to, pipe, restore_affinity, timeout_err, PEER_TIMEOUT};
 use crate::futex::WaitCell;
 use crate::primitive::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -33,10 +34,6 @@ pub const BULK_SLOTS: usize = 16;
 pub const OVERSUB_PRODUCERS: usize = 3;
 /// Capacity of the 8-byte queues, as in `tput_8B`.
 const QUEUE_CAP: usize = 4096;
-
-fn other(e: impl std::fmt::Display) -> io::Error {
-    io::Error::other(e.to_string())
-}
 
 /// Where a forked child runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -32,16 +32,13 @@ use std::time::{Duration, Instant};
 
 use crossbeam_utils::CachePadded;
 
+use super::other;
 use super::{finish, restore_affinity, spawn_pinned, timeout_err, PEER_TIMEOUT};
 use crate::futex;
 use crate::primitive::atomic::{AtomicU32, AtomicU64, Ordering};
 use crate::primitive::{hint, thread};
 use crate::shm::{Kind, Segment, Shareable, Shared};
 use crate::sync::{Event, Lock, LockGuard};
-
-fn other(e: impl std::fmt::Display) -> io::Error {
-    io::Error::other(e.to_string())
-}
 
 /// Polls `done` until it holds: spinning at first, then yielding the core, so a peer sharing
 /// it still runs. `false` if `deadline` passed first.

@@ -12,14 +12,11 @@
 use std::io;
 use std::time::Duration;
 
+use super::other;
 use super::sync_peers::{bump, check_count, race_2proc, shared_counter};
 use super::PthreadMutex;
 use crate::primitive::atomic::{AtomicU64, Ordering};
 use crate::value::Value;
-
-fn other(e: impl std::fmt::Display) -> io::Error {
-    io::Error::other(e.to_string())
-}
 
 /// An implementation of the shared counter.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
