@@ -279,44 +279,26 @@ impl WaitCell {
     pub fn wait_with<R>(
         &self,
         strategy: WaitStrategy,
-        mut poll: impl FnMut() -> Option<R>,
+        poll: impl FnMut() -> Option<R>,
         deadline: Option<Instant>,
     ) -> Result<R, TimedOut> {
-        let mut backoff = Backoff::new(strategy.spins, strategy.yields);
-        loop {
-            if let Some(r) = poll() {
-                return Ok(r);
-            }
-            let expired = || deadline.is_some_and(|d| Instant::now() >= d);
-            if !strategy.park || !backoff.is_completed() {
-                // Reading the clock costs ~20 ns: skip it while spinning (the spin phase
-                // lasts a few microseconds in all).
-                if !backoff.is_spinning() && expired() {
-                    return Err(TimedOut);
-                }
-                backoff.snooze();
-                continue;
-            }
-            if expired() {
-                return Err(TimedOut);
-            }
+        adaptive(strategy, poll, deadline, |poll, max_park| {
             // Relaxed: a stale `seq` only makes the futex wait return at once (Mismatch).
             let seq = self.seq.load(Ordering::Relaxed);
             self.sleepers.fetch_add(1, Ordering::Relaxed);
             // SYNC(sleepers): orders our `sleepers += 1` before the re-poll below; pairs with
             // the light fence in `notify`. Of the two store→load pairs, at least one observes
             // the other's store: we see the condition, or the notifier sees us and bumps `seq`.
-            let max_park = if membarrier::heavy() { strategy.max_park } else { FALLBACK_PARK };
-            if let Some(r) = poll() {
-                self.sleepers.fetch_sub(1, Ordering::Relaxed);
-                return Ok(r);
+            let max_park = max_park(membarrier::heavy());
+            let r = poll();
+            if r.is_none() {
+                wait(&self.seq, seq, earliest(deadline, recheck_after(max_park)));
             }
-            let park_until = earliest(deadline, recheck_after(max_park.min(strategy.max_park)));
-            wait(&self.seq, seq, park_until);
             // Relaxed: the count is only a hint for notifiers; wrapping after a corruption
             // costs spare wake syscalls, never a lost wake-up (see the module docs).
             self.sleepers.fetch_sub(1, Ordering::Relaxed);
-        }
+            r
+        })
     }
 
     /// Waits on several cells at once (Python's `multiprocessing.connection.wait`): polls,
@@ -355,7 +337,6 @@ impl WaitCell {
         deadline: Option<Instant>,
     ) -> Result<R, TimedOut> {
         let strategy = WaitStrategy::ADAPTIVE;
-        let mut backoff = Backoff::new(strategy.spins, strategy.yields);
         let mut words: Vec<(&AtomicU32, u32)> = Vec::with_capacity(cells.len());
         if cells.is_empty() {
             // Nothing can notify: poll at the fallback interval until the deadline.
@@ -371,21 +352,7 @@ impl WaitCell {
                 std::thread::sleep(nap);
             }
         }
-        loop {
-            if let Some(r) = poll() {
-                return Ok(r);
-            }
-            let expired = || deadline.is_some_and(|d| Instant::now() >= d);
-            if !backoff.is_completed() {
-                if !backoff.is_spinning() && expired() {
-                    return Err(TimedOut);
-                }
-                backoff.snooze();
-                continue;
-            }
-            if expired() {
-                return Err(TimedOut);
-            }
+        adaptive(strategy, poll, deadline, |poll, max_park| {
             words.clear();
             for c in cells {
                 // Relaxed: a stale `seq` only makes the wait return at once.
@@ -393,20 +360,17 @@ impl WaitCell {
                 c.sleepers.fetch_add(1, Ordering::Relaxed);
             }
             // SYNC(sleepers): as in `wait_with`, for every cell at once.
-            let max_park = if membarrier::heavy() { strategy.max_park } else { FALLBACK_PARK };
+            let max_park = max_park(membarrier::heavy());
             let r = poll();
             if r.is_none() {
-                let park_until = earliest(deadline, recheck_after(max_park));
-                wait_any(&words, park_until);
+                wait_any(&words, earliest(deadline, recheck_after(max_park)));
             }
             for c in cells {
                 // Relaxed: as in `wait_with`.
                 c.sleepers.fetch_sub(1, Ordering::Relaxed);
             }
-            if let Some(r) = r {
-                return Ok(r);
-            }
-        }
+            r
+        })
     }
 
     /// Wakes one parked waiter, if any. Call after making the condition true.
@@ -506,5 +470,42 @@ impl WaitCell {
     /// How many waiters are parked or about to park (a hint: it may change at once).
     pub fn sleepers(&self) -> u32 {
         self.sleepers.load(Ordering::Relaxed)
+    }
+}
+
+/// The adaptive wait shared by [`WaitCell::wait_with`] and [`WaitCell::wait_any`]: poll,
+/// spin, yield, then `sleep` — which registers as a sleeper, issues the heavy fence, re-polls
+/// and parks — until `poll` gives a result or `deadline` passes. `sleep` gets the poll and a
+/// function from "the heavy fence is a membarrier" to how long it may park, and returns the
+/// re-poll's result.
+fn adaptive<R, P: FnMut() -> Option<R>>(
+    strategy: WaitStrategy,
+    mut poll: P,
+    deadline: Option<Instant>,
+    mut sleep: impl FnMut(&mut P, &dyn Fn(bool) -> Duration) -> Option<R>,
+) -> Result<R, TimedOut> {
+    let mut backoff = Backoff::new(strategy.spins, strategy.yields);
+    // Without the membarrier, a notifier's light fence may miss us: re-check sooner.
+    let max_park = |heavy: bool| if heavy { strategy.max_park } else { FALLBACK_PARK.min(strategy.max_park) };
+    loop {
+        if let Some(r) = poll() {
+            return Ok(r);
+        }
+        let expired = || deadline.is_some_and(|d| Instant::now() >= d);
+        if !strategy.park || !backoff.is_completed() {
+            // Reading the clock costs ~20 ns: skip it while spinning (the spin phase
+            // lasts a few microseconds in all).
+            if !backoff.is_spinning() && expired() {
+                return Err(TimedOut);
+            }
+            backoff.snooze();
+            continue;
+        }
+        if expired() {
+            return Err(TimedOut);
+        }
+        if let Some(r) = sleep(&mut poll, &max_park) {
+            return Ok(r);
+        }
     }
 }
