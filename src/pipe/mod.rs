@@ -71,7 +71,7 @@ use crate::primitive::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use crate::queue::core::Wait;
 use crate::queue::frames::{frame_geometry, max_frame, recv_frame, send_frame};
 use crate::queue::raw::{mpmc, Geometry, GeometryError, FLAVOR_MPMC};
-use crate::queue::ring::{Patience, Ring, Role};
+use crate::queue::ring::{block_with, Patience, Ring, Role};
 use crate::queue::{QueueCreateError, QueueOpenError, RecvError, SendError};
 use crate::shm::{Kind, Offset, Segment, Shareable};
 
@@ -926,7 +926,7 @@ pub fn wait<'a>(conns: &[&'a Connection], timeout: Option<Duration>) -> Vec<&'a 
         conns.iter().filter_map(|c| c.rx.as_ref()).map(|r| &r.ctl().not_empty).collect();
     let patience = Patience::new();
     let mut polled_once = false;
-    let mut poll = || {
+    let poll = || {
         let ready: Vec<&'a Connection> = conns.iter().copied().filter(|c| c.ready_now()).collect();
         if !ready.is_empty() {
             return Some(ready);
@@ -944,26 +944,8 @@ pub fn wait<'a>(conns: &[&'a Connection], timeout: Option<Duration>) -> Vec<&'a 
         }
         None
     };
-    // As `queue::ring::block`, for several cells: parks end when the next peer check is due.
-    let ready = loop {
-        let cap = patience.next_due();
-        let capped = cap.is_some();
-        let r = WaitCell::wait_any(
-            &cells,
-            || match poll() {
-                Some(r) => Some(Some(r)),
-                None if !capped && patience.next_due().is_some() => Some(None),
-                None => None,
-            },
-            crate::futex::earliest(deadline, cap),
-        );
-        match r {
-            Ok(Some(ready)) => break ready,
-            Ok(None) => {}
-            Err(_) if deadline.is_some_and(|d| Instant::now() >= d) => break Vec::new(),
-            Err(_) => {}
-        }
-    };
+    // Parks end when the next peer check is due, as in `queue::ring::block`.
+    let ready = block_with(&cells, deadline, &patience, poll).unwrap_or_default();
     for c in &ready {
         // A notify meant for a receiver blocked on the same ring may have woken us instead:
         // pass it on if the message is still there.

@@ -798,25 +798,37 @@ pub(crate) fn block<R>(
     cell: &WaitCell,
     deadline: Option<Instant>,
     patience: &Patience,
+    poll: impl FnMut() -> Option<R>,
+) -> Result<R, TimedOut> {
+    block_with(std::slice::from_ref(&cell), deadline, patience, poll)
+}
+
+/// [`block`] on several cells at once (with [`WaitCell::wait_any`]).
+pub(crate) fn block_with<R>(
+    cells: &[&WaitCell],
+    deadline: Option<Instant>,
+    patience: &Patience,
     mut poll: impl FnMut() -> Option<R>,
 ) -> Result<R, TimedOut> {
     loop {
         let cap = patience.next_due();
         let capped = cap.is_some();
-        let r = cell.wait_for(
-            || {
-                if let Some(r) = poll() {
-                    return Some(Some(r));
-                }
-                // The spin phase just ended and scheduled the first check: come back to
-                // park with the cap.
-                if !capped && patience.next_due().is_some() {
-                    return Some(None);
-                }
-                None
-            },
-            crate::futex::earliest(deadline, cap),
-        );
+        let capped_poll = || {
+            if let Some(r) = poll() {
+                return Some(Some(r));
+            }
+            // The spin phase just ended and scheduled the first check: come back to park
+            // with the cap.
+            if !capped && patience.next_due().is_some() {
+                return Some(None);
+            }
+            None
+        };
+        let until = crate::futex::earliest(deadline, cap);
+        let r = match cells {
+            [one] => one.wait_for(capped_poll, until),
+            many => WaitCell::wait_any(many, capped_poll, until),
+        };
         match r {
             Ok(Some(r)) => return Ok(r),
             Ok(None) => {}
