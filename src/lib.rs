@@ -42,6 +42,9 @@ pub mod util;
 #[cfg(not(loom))]
 pub mod value;
 
+#[cfg(not(loom))]
+pub mod process;
+
 #[cfg(all(feature = "bench", not(loom)))]
 pub mod bench;
 

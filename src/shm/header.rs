@@ -109,6 +109,7 @@ impl Kind {
             16 => "raw-value",
             17 => "raw-array",
             18 => "pipe",
+            19 => "pool",
             c if c & USER_BIT != 0 => "user",
             _ => "unknown",
         }
