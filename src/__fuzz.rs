@@ -349,3 +349,28 @@ pub fn pipe_state(data: &[u8]) -> bool {
     }
     reached
 }
+
+/// Task and result frames of a pool (the worker's and the parent's decoders): never a
+/// panic, and a decoded task frame re-encodes to the same bytes. Returns whether a frame
+/// decoded.
+pub fn pool_frames(data: &[u8]) -> bool {
+    crate::process::pool::fuzz_frames(data)
+}
+
+/// Arbitrary bytes as a pool segment, attached as a worker does: every size read from it is
+/// bounded before use. Returns whether it attached.
+pub fn pool_state(data: &[u8]) -> bool {
+    crate::process::pool::fuzz_state(data)
+}
+
+/// The spawn start method's payload decoder: never a panic; what it accepts re-encodes to
+/// the same bytes. Returns whether it decoded.
+pub fn spawn_payload(data: &[u8]) -> bool {
+    match crate::process::spawn::Payload::decode(data) {
+        Ok(p) => {
+            assert_eq!(p.encode(), data, "a decoded payload re-encodes to itself");
+            true
+        }
+        Err(_) => false,
+    }
+}

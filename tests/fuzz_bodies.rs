@@ -418,3 +418,119 @@ proptest! {
         shmkit::__fuzz::pipe_state(&bytes);
     }
 }
+
+/// A real task frame, result frame and spawn payload (through their public fuzz bodies'
+/// encoders): seeds that must decode, and mutations that must not panic.
+fn pool_task_frame() -> Vec<u8> {
+    // op 1, trampoline 3, function 4, two items: id 1 "ab", id 2 "".
+    let mut f = vec![1u8];
+    f.extend_from_slice(&3u64.to_le_bytes());
+    f.extend_from_slice(&4u64.to_le_bytes());
+    f.extend_from_slice(&2u32.to_le_bytes());
+    f.extend_from_slice(&1u64.to_le_bytes());
+    f.extend_from_slice(&2u32.to_le_bytes());
+    f.extend_from_slice(b"ab");
+    f.extend_from_slice(&2u64.to_le_bytes());
+    f.extend_from_slice(&0u32.to_le_bytes());
+    f
+}
+
+fn spawn_payload_seed() -> Vec<u8> {
+    let mut p = b"SHMKSPN1".to_vec();
+    p.extend_from_slice(&42u32.to_le_bytes());
+    p.push(1);
+    p.extend_from_slice(&7u64.to_le_bytes());
+    p.extend_from_slice(&9u64.to_le_bytes());
+    for part in [&b"Process-1"[..], b"MainProcess", &[1, 2, 3]] {
+        p.extend_from_slice(&(part.len() as u32).to_le_bytes());
+        p.extend_from_slice(part);
+    }
+    p
+}
+
+#[test]
+fn pool_frames_seeds() {
+    let task = pool_task_frame();
+    assert!(shmkit::__fuzz::pool_frames(&task), "a real task frame decodes");
+    assert!(shmkit::__fuzz::pool_frames(&[2]), "a stop frame decodes");
+    let mut result = 5u64.to_le_bytes().to_vec();
+    result.push(0);
+    result.extend_from_slice(b"payload");
+    assert!(shmkit::__fuzz::pool_frames(&result), "a result frame decodes");
+    let mut bad_status = result.clone();
+    bad_status[8] = 9;
+    assert!(!shmkit::__fuzz::pool_frames(&bad_status), "an unknown status is refused");
+    let mut long_item = task.clone();
+    long_item[21 + 8..21 + 12].copy_from_slice(&u32::MAX.to_le_bytes());
+    shmkit::__fuzz::pool_frames(&long_item);
+    let mut many = task.clone();
+    many[17..21].copy_from_slice(&u32::MAX.to_le_bytes());
+    shmkit::__fuzz::pool_frames(&many);
+    shmkit::__fuzz::pool_frames(&[]);
+}
+
+#[test]
+fn pool_state_seeds() {
+    assert!(shmkit::__fuzz::pool_state(&[1, 2, 0]), "a plausible control block attaches");
+    assert!(shmkit::__fuzz::pool_state(&[1, 3, 200]), "with an initializer argument too");
+    assert!(!shmkit::__fuzz::pool_state(&[0; 64]), "zero workers is refused");
+    let mut huge = vec![0u8; 64];
+    // (Bit 0 of the first byte clear: no fix-up.)
+    huge[0..4].copy_from_slice(&(u32::MAX - 1).to_ne_bytes());
+    huge[4..8].copy_from_slice(&64u32.to_ne_bytes());
+    assert!(!shmkit::__fuzz::pool_state(&huge), "four billion workers do not fit");
+    let mut frame = vec![0u8; 64];
+    frame[0..4].copy_from_slice(&2u32.to_ne_bytes());
+    frame[4..8].copy_from_slice(&u32::MAX.to_ne_bytes());
+    assert!(!shmkit::__fuzz::pool_state(&frame), "a 4 GiB frame size is refused");
+    shmkit::__fuzz::pool_state(&[0xff; 4096]);
+}
+
+#[test]
+fn spawn_payload_seeds() {
+    let seed = spawn_payload_seed();
+    assert!(shmkit::__fuzz::spawn_payload(&seed), "a real payload decodes");
+    for cut in 0..seed.len() {
+        assert!(!shmkit::__fuzz::spawn_payload(&seed[..cut]), "a truncated payload is refused");
+    }
+    let mut bad_flag = seed.clone();
+    bad_flag[12] = 2;
+    assert!(!shmkit::__fuzz::spawn_payload(&bad_flag));
+    let mut long = seed.clone();
+    long[29..33].copy_from_slice(&u32::MAX.to_le_bytes());
+    assert!(!shmkit::__fuzz::spawn_payload(&long), "a name longer than the payload is refused");
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+    #[test]
+    fn pool_frames_random(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+        shmkit::__fuzz::pool_frames(&bytes);
+    }
+
+    #[test]
+    fn pool_frames_mutated(flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..6)) {
+        let mut bytes = pool_task_frame();
+        for (at, v) in flips {
+            let i = at.index(bytes.len());
+            bytes[i] = v;
+        }
+        shmkit::__fuzz::pool_frames(&bytes);
+    }
+
+    #[test]
+    fn pool_state_random(bytes in proptest::collection::vec(any::<u8>(), 0..2000)) {
+        shmkit::__fuzz::pool_state(&bytes);
+    }
+
+    #[test]
+    fn spawn_payload_mutated(flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..6)) {
+        let mut bytes = spawn_payload_seed();
+        for (at, v) in flips {
+            let i = at.index(bytes.len());
+            bytes[i] = v;
+        }
+        shmkit::__fuzz::spawn_payload(&bytes);
+    }
+}

@@ -18,10 +18,10 @@
 //! running the same executable; they are trusted (a pool's queues live in an unnamed
 //! segment that only the pool's own processes map).
 
-mod pool;
+pub(crate) mod pool;
 #[allow(clippy::module_inception)]
 mod process;
-mod spawn;
+pub(crate) mod spawn;
 mod wire;
 
 pub use pool::{AsyncResult, IMap, IMapUnordered, Pool, PoolBuilder, PoolError};

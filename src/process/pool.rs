@@ -62,6 +62,8 @@ const RESULT_HEADER: usize = 9;
 const PARENT_CHECK: Duration = Duration::from_secs(1);
 /// Consecutive workers that die before finishing the initializer before the pool gives up.
 const MAX_INIT_FAILURES: u32 = 3;
+/// Most workers a pool may have (a bound on what a worker reads from the segment, too).
+pub const MAX_WORKERS: usize = 1024;
 
 /// Why a pool operation or a task failed.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -215,12 +217,16 @@ fn attach_rings(seg: Arc<Segment>) -> Result<Rings, PoolError> {
     let workers = ctl.workers.load(Ordering::Relaxed) as usize;
     let max_frame = ctl.max_frame.load(Ordering::Relaxed) as usize;
     let init_len = ctl.init_len.load(Ordering::Relaxed) as usize;
+    // Bound the count before anything is sized by it.
+    if workers == 0 || workers > MAX_WORKERS {
+        return Err(setup_err("pool header: worker count out of range"));
+    }
     let rgeo = frame_geometry(RESULTS_CAP, max_frame).map_err(setup_err)?;
     let igeo = frame_geometry(INBOX_CAP, max_frame).map_err(setup_err)?;
     let rbytes = Ring::size_for(&rgeo).map_err(setup_err)?;
     let ibytes = Ring::size_for(&igeo).map_err(setup_err)?;
     let l = layout(workers, rbytes, ibytes, init_len).ok_or_else(|| setup_err("pool header"))?;
-    if workers == 0 || l.total > seg.payload_len() {
+    if l.total > seg.payload_len() {
         return Err(setup_err("pool header does not fit its segment"));
     }
     let ring = |at: usize, geo| -> Result<Arc<Ring>, PoolError> {
@@ -321,17 +327,70 @@ pub(crate) fn decode_result(b: &[u8], max: usize) -> Option<(u64, Result<Vec<u8>
 #[doc(hidden)]
 pub fn fuzz_frames(data: &[u8]) -> bool {
     let mut ok = false;
-    if let Some(TaskFrame::Run { call, items }) = decode_task(data) {
-        let mut again = Vec::new();
-        encode_task(call, &items, &mut again);
-        assert_eq!(again, data, "a decoded task frame re-encodes to itself");
-        ok = true;
+    match decode_task(data) {
+        Some(TaskFrame::Run { call, items }) => {
+            let mut again = Vec::new();
+            encode_task(call, &items, &mut again);
+            assert_eq!(again, data, "a decoded task frame re-encodes to itself");
+            ok = true;
+        }
+        Some(TaskFrame::Stop) => ok = true,
+        None => {}
     }
     if let Some((id, r)) = decode_result(data, 1 << 20) {
         assert_eq!(le_u64(data, 0), Some(id));
         ok |= r.is_ok() || r.is_err();
     }
     ok
+}
+
+/// Fuzz body: arbitrary bytes as the start of a pool segment (control block, worker slots,
+/// rings), attached as a worker attaches. Bit 0 of the first byte writes a plausible control
+/// block and ring geometries over the garbage. Returns whether it attached.
+#[doc(hidden)]
+pub fn fuzz_state(data: &[u8]) -> bool {
+    const SIZE: usize = 64 << 10;
+    let seg = Segment::anonymous(Kind::new(KIND_POOL, 0), SIZE).expect("segment");
+    let n = data.len().min(SIZE);
+    // SAFETY: `n` bytes fit the payload; nobody else maps this fresh segment.
+    unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), seg.payload_ptr().as_ptr(), n) };
+    if data.first().is_some_and(|b| b & 1 != 0) {
+        let workers = 1 + data.get(1).map_or(0, |b| b % 4) as usize;
+        let init_len = data.get(2).copied().unwrap_or(0) as usize;
+        let max_frame = 64;
+        let ctl: &PoolCtl = seg.get(Offset::new(0)).expect("ctl");
+        // Relaxed: single-threaded setup.
+        ctl.workers.store(workers as u32, Ordering::Relaxed);
+        ctl.max_frame.store(max_frame as u32, Ordering::Relaxed);
+        ctl.init_len.store(init_len as u32, Ordering::Relaxed);
+        let rgeo = frame_geometry(RESULTS_CAP, max_frame).expect("geometry");
+        let igeo = frame_geometry(INBOX_CAP, max_frame).expect("geometry");
+        let l = layout(workers, Ring::size_for(&rgeo).expect("size"), Ring::size_for(&igeo).expect("size"), init_len)
+            .expect("layout");
+        if l.total <= SIZE {
+            let _ = Ring::prepare(&seg, l.results_at, &rgeo);
+            for at in l.inbox_at {
+                let _ = Ring::prepare(&seg, at, &igeo);
+            }
+        }
+    }
+    let Ok(rings) = attach_rings(Arc::new(seg)) else { return false };
+    // Relaxed: a probe.
+    let max = rings.seg.get::<PoolCtl>(Offset::new(0)).expect("ctl").max_frame.load(Ordering::Relaxed) as usize;
+    for w in 0..rings.inboxes.len() {
+        let _ = rings.slot(w).started.load(Ordering::Relaxed);
+        let count = |b: &[u8]| match decode_task(b) {
+            Some(TaskFrame::Run { items, .. }) => items.len(),
+            _ => 0,
+        };
+        if let Ok(items) = recv_frame(&rings.inboxes[w], Wait::No, count) {
+            assert!(items <= max);
+        }
+    }
+    if let Ok(Some((_, Ok(b)))) = recv_frame(&rings.results, Wait::No, |b| decode_result(b, max)) {
+        assert!(b.len() <= max);
+    }
+    true
 }
 
 // ---------------------------------------------------------------- worker side
@@ -983,6 +1042,9 @@ impl PoolBuilder {
         let workers = self.processes.unwrap_or_else(super::cpu_count);
         if workers == 0 {
             return Err(PoolError::NoWorkers);
+        }
+        if workers > MAX_WORKERS {
+            return Err(PoolError::Setup(format!("at most {MAX_WORKERS} workers")));
         }
         let max_frame = self.max_message.unwrap_or(256 << 10).clamp(64, u32::MAX as usize / 2);
         let init = match self.initializer {
