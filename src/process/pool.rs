@@ -22,10 +22,12 @@
 //!
 //! ```text
 //! task:   op u8 (1 run, 2 stop) | trampoline u64 | function u64 | count u32 | count × (id u64 | len u32 | bytes)
-//! result: id u64 | status u8 (0 ok, 1 panicked, 2 result too large, 3 argument/result error) | bytes
+//! result: worker u32 | count u32 | count × (id u64 | status u8 | len u32 | bytes)
+//!         status: 0 ok (bytes: the result), 1 panicked (the message), 2 result too large
+//!         (its length, u64), 3 argument or result did not decode (the message)
 //! ```
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::fmt;
 use std::marker::PhantomData;
 use std::os::fd::{FromRawFd, OwnedFd};
@@ -57,7 +59,10 @@ const INBOX_CAP: usize = 4;
 const RESULTS_CAP: usize = 128;
 const TASK_HEADER: usize = 21;
 const ITEM_HEADER: usize = 12;
-const RESULT_HEADER: usize = 9;
+const RESULT_HEADER: usize = 8;
+const ENTRY_HEADER: usize = 13;
+/// A worker sends the results it has after this long, even mid-chunk.
+const RESULT_FLUSH: Duration = Duration::from_millis(1);
 /// A worker polls for its parent's death this often while idle.
 const PARENT_CHECK: Duration = Duration::from_secs(1);
 /// Consecutive workers that die before finishing the initializer before the pool gives up.
@@ -256,12 +261,19 @@ fn encode_task(call: Call, items: &[(u64, &[u8])], out: &mut Vec<u8>) {
     out.push(1);
     out.extend_from_slice(&call.tramp.0.to_le_bytes());
     out.extend_from_slice(&call.f.0.to_le_bytes());
-    out.extend_from_slice(&(items.len() as u32).to_le_bytes());
+    out.extend_from_slice(&0u32.to_le_bytes());
     for (id, input) in items {
-        out.extend_from_slice(&id.to_le_bytes());
-        out.extend_from_slice(&(input.len() as u32).to_le_bytes());
-        out.extend_from_slice(input);
+        push_task_item(out, *id, input);
     }
+}
+
+/// Appends one item to a task frame made by `encode_task` and counts it.
+fn push_task_item(out: &mut Vec<u8>, id: u64, input: &[u8]) {
+    out.extend_from_slice(&id.to_le_bytes());
+    out.extend_from_slice(&(input.len() as u32).to_le_bytes());
+    out.extend_from_slice(input);
+    let count = le_u32(out, 17).unwrap_or(0) + 1;
+    out[17..21].copy_from_slice(&count.to_le_bytes());
 }
 
 fn le_u64(b: &[u8], at: usize) -> Option<u64> {
@@ -300,26 +312,60 @@ const ST_PANICKED: u8 = 1;
 const ST_TOO_LARGE: u8 = 2;
 const ST_WIRE: u8 = 3;
 
-fn encode_result(id: u64, status: u8, payload: &[u8], out: &mut Vec<u8>) {
-    out.clear();
+/// Appends one result entry to a result frame being built (`out` starts with the header).
+fn push_result(id: u64, status: u8, payload: &[u8], out: &mut Vec<u8>) {
     out.extend_from_slice(&id.to_le_bytes());
     out.push(status);
+    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
     out.extend_from_slice(payload);
+    let count = le_u32(out, 4).unwrap_or(0) + 1;
+    out[4..8].copy_from_slice(&count.to_le_bytes());
 }
 
-/// Decodes a result frame into (task id, outcome).
-pub(crate) fn decode_result(b: &[u8], max: usize) -> Option<(u64, Result<Vec<u8>, PoolError>)> {
-    let id = le_u64(b, 0)?;
-    let payload = b.get(RESULT_HEADER..)?;
-    let text = || String::from_utf8_lossy(payload).into_owned();
-    let r = match *b.get(8)? {
-        ST_OK => Ok(payload.to_vec()),
-        ST_PANICKED => Err(PoolError::TaskPanicked(text())),
-        ST_TOO_LARGE => Err(PoolError::TooLarge { len: le_u64(payload, 0)? as usize, max }),
-        ST_WIRE => Err(PoolError::Wire(WireError::Decode(text()))),
-        _ => return None,
-    };
-    Some((id, r))
+fn start_results(worker: u32, out: &mut Vec<u8>) {
+    out.clear();
+    out.extend_from_slice(&worker.to_le_bytes());
+    out.extend_from_slice(&0u32.to_le_bytes());
+}
+
+/// One decoded result entry.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct ResultEntry<'a> {
+    id: u64,
+    status: u8,
+    payload: &'a [u8],
+}
+
+impl ResultEntry<'_> {
+    /// The task's outcome; `None` for an unknown status.
+    fn outcome(&self, max: usize) -> Option<Result<&[u8], PoolError>> {
+        let text = || String::from_utf8_lossy(self.payload).into_owned();
+        Some(match self.status {
+            ST_OK => Ok(self.payload),
+            ST_PANICKED => Err(PoolError::TaskPanicked(text())),
+            ST_TOO_LARGE => Err(PoolError::TooLarge { len: le_u64(self.payload, 0)? as usize, max }),
+            ST_WIRE => Err(PoolError::Wire(WireError::Decode(text()))),
+            _ => return None,
+        })
+    }
+}
+
+/// Decodes a result frame into (worker index, entries); every length is checked.
+pub(crate) fn decode_results(b: &[u8]) -> Option<(u32, Vec<ResultEntry<'_>>)> {
+    let worker = le_u32(b, 0)?;
+    let count = le_u32(b, 4)? as usize;
+    let mut entries = Vec::with_capacity(count.min(b.len() / ENTRY_HEADER));
+    let mut at = RESULT_HEADER;
+    for _ in 0..count {
+        let id = le_u64(b, at)?;
+        let status = *b.get(at + 8)?;
+        let len = le_u32(b, at + 9)? as usize;
+        let start = at + ENTRY_HEADER;
+        let end = start.checked_add(len)?;
+        entries.push(ResultEntry { id, status, payload: b.get(start..end)? });
+        at = end;
+    }
+    (at == b.len()).then_some((worker, entries))
 }
 
 /// Fuzz body: the worker's and the parent's frame decoders on arbitrary bytes, plus an
@@ -337,9 +383,15 @@ pub fn fuzz_frames(data: &[u8]) -> bool {
         Some(TaskFrame::Stop) => ok = true,
         None => {}
     }
-    if let Some((id, r)) = decode_result(data, 1 << 20) {
-        assert_eq!(le_u64(data, 0), Some(id));
-        ok |= r.is_ok() || r.is_err();
+    if let Some((worker, entries)) = decode_results(data) {
+        let mut again = Vec::new();
+        start_results(worker, &mut again);
+        for e in &entries {
+            push_result(e.id, e.status, e.payload, &mut again);
+            let _ = e.outcome(1 << 20);
+        }
+        assert_eq!(again, data, "a decoded result frame re-encodes to itself");
+        ok = true;
     }
     ok
 }
@@ -387,8 +439,9 @@ pub fn fuzz_state(data: &[u8]) -> bool {
             assert!(items <= max);
         }
     }
-    if let Ok(Some((_, Ok(b)))) = recv_frame(&rings.results, Wait::No, |b| decode_result(b, max)) {
-        assert!(b.len() <= max);
+    let sizes = |b: &[u8]| decode_results(b).map(|(_, es)| es.iter().map(|e| e.payload.len()).sum::<usize>());
+    if let Ok(Some(total)) = recv_frame(&rings.results, Wait::No, sizes) {
+        assert!(total <= max);
     }
     true
 }
@@ -487,7 +540,16 @@ fn worker_main(seg: Arc<Segment>, index: usize, parent: u32) -> Result<(), Strin
             Some(TaskFrame::Stop) => return Ok(()),
             None => return Err("corrupt task frame".into()),
         };
-        for (id, input) in items {
+        // Results go back in batches: at the end of the chunk, when the frame is full, and
+        // when the oldest unsent result is RESULT_FLUSH old (slow tasks report one by one).
+        start_results(index as u32, &mut frame);
+        let mut oldest: Option<Instant> = None;
+        let mut unsent = 0usize;
+        let last = items.len().saturating_sub(1);
+        for (n, (id, input)) in items.into_iter().enumerate() {
+            if unsent == 0 {
+                oldest = Some(Instant::now());
+            }
             // Release: a parent that reaps this worker after its death reads `started`
             // (Acquire) to learn which task it was running.
             slot.started.store(id, Ordering::Release);
@@ -495,20 +557,36 @@ fn worker_main(seg: Arc<Segment>, index: usize, parent: u32) -> Result<(), Strin
             // SAFETY: task frames come from the pool's parent, a process of this executable
             // whose Call values were made by Call::unary/binary.
             let r = std::panic::catch_unwind(AssertUnwindSafe(|| unsafe { call.run(input, &mut out) }));
-            match r {
-                Ok(Ok(())) if out.len() + RESULT_HEADER <= max_frame => encode_result(id, ST_OK, &out, &mut frame),
-                Ok(Ok(())) => encode_result(id, ST_TOO_LARGE, &(out.len() as u64).to_le_bytes(), &mut frame),
-                Ok(Err(e)) => encode_result(id, ST_WIRE, e.to_string().as_bytes(), &mut frame),
+            let room = max_frame.saturating_sub(RESULT_HEADER + ENTRY_HEADER);
+            let (status, payload): (u8, std::borrow::Cow<'_, [u8]>) = match r {
+                Ok(Ok(())) if out.len() <= room => (ST_OK, out.as_slice().into()),
+                Ok(Ok(())) => (ST_TOO_LARGE, (out.len() as u64).to_le_bytes().to_vec().into()),
+                Ok(Err(e)) => (ST_WIRE, e.to_string().into_bytes().into()),
                 Err(p) => {
                     let mut msg = panic_text(p.as_ref());
-                    msg.truncate(max_frame.saturating_sub(RESULT_HEADER).min(4096));
-                    encode_result(id, ST_PANICKED, msg.as_bytes(), &mut frame)
+                    let mut cut = room.min(4096).min(msg.len());
+                    while !msg.is_char_boundary(cut) {
+                        cut -= 1;
+                    }
+                    msg.truncate(cut);
+                    (ST_PANICKED, msg.into_bytes().into())
                 }
+            };
+            if frame.len() + ENTRY_HEADER + payload.len() > max_frame {
+                send_results(&results.ring, &mut frame, index)?;
             }
-            match send_frame(&results.ring, &frame, Wait::Until(None)) {
-                Ok(()) => {}
-                Err(crate::queue::SendError::Disconnected(_)) => return Ok(()),
-                Err(e) => return Err(e.to_string()),
+            push_result(id, status, &payload, &mut frame);
+            unsent += 1;
+            if n == last {
+                send_results(&results.ring, &mut frame, index)?;
+                (oldest, unsent) = (None, 0);
+            } else if unsent <= 8 || unsent % 8 == 0 {
+                // The clock costs ~30 ns: read it after each of the first results of a
+                // batch (a slow task is reported as soon as it ends), then every 8th.
+                if oldest.is_some_and(|t| t.elapsed() >= RESULT_FLUSH) {
+                    send_results(&results.ring, &mut frame, index)?;
+                    (oldest, unsent) = (None, 0);
+                }
             }
         }
         done += 1;
@@ -516,6 +594,24 @@ fn worker_main(seg: Arc<Segment>, index: usize, parent: u32) -> Result<(), Strin
             return Ok(());
         }
     }
+}
+
+/// Sends a result frame (if it holds any entry) and starts the next one.
+fn send_results(ring: &Ring, frame: &mut Vec<u8>, index: usize) -> Result<(), String> {
+    if le_u32(frame, 4) != Some(0) {
+        match send_frame(ring, frame, Wait::Until(None)) {
+            Ok(()) => {}
+            // The parent is gone: nothing left to do.
+            Err(crate::queue::SendError::Disconnected(_)) => exit_quietly(),
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    start_results(index as u32, frame);
+    Ok(())
+}
+
+fn exit_quietly() -> ! {
+    super::process::exit_child(0)
 }
 
 // ---------------------------------------------------------------- parent side
@@ -526,19 +622,87 @@ struct Job {
     cv: Condvar,
 }
 
+/// A task's place in its job.
+enum Slot {
+    Waiting,
+    /// The encoded result: `data[at..at + len]`.
+    Ok(usize, usize),
+    Err(PoolError),
+    /// Handed out by an `imap` iterator.
+    Taken,
+}
+
 #[derive(Default)]
 struct JobState {
-    slots: Vec<Option<Result<Vec<u8>, PoolError>>>,
+    /// Slots of tasks `base..base + slots.len()` (an `imap` drops the ones it handed out).
+    slots: VecDeque<Slot>,
+    base: usize,
+    /// Encoded results, back to back (one allocation per job, not one per task); cleared
+    /// when no slot refers to it any more.
+    data: Vec<u8>,
+    live_ok: usize,
     done: usize,
+    /// Tasks in the job so far.
+    total: usize,
     /// Indices in completion order (for `imap_unordered`).
     arrivals: VecDeque<usize>,
     /// No more items will be added.
     sealed: bool,
+    /// Wake waiters at every result (`imap`), not only when all are in.
+    eager: bool,
+}
+
+impl JobState {
+    fn slot(&self, index: usize) -> Option<&Slot> {
+        self.slots.get(index.checked_sub(self.base)?)
+    }
+
+    fn add(&mut self, n: usize) {
+        self.slots.extend((0..n).map(|_| Slot::Waiting));
+        self.total += n;
+    }
+
+    fn bytes(&self, at: usize, len: usize) -> &[u8] {
+        &self.data[at..at + len]
+    }
+
+    /// Hands out the outcome of task `index` (an `imap` iterator).
+    fn take(&mut self, index: usize) -> Option<Result<Vec<u8>, PoolError>> {
+        let i = index.checked_sub(self.base)?;
+        let r = match std::mem::replace(self.slots.get_mut(i)?, Slot::Taken) {
+            Slot::Ok(at, len) => {
+                self.live_ok -= 1;
+                Ok(self.bytes(at, len).to_vec())
+            }
+            Slot::Err(e) => Err(e),
+            s @ (Slot::Waiting | Slot::Taken) => {
+                self.slots[i] = s;
+                return None;
+            }
+        };
+        while let Some(Slot::Taken) = self.slots.front() {
+            self.slots.pop_front();
+            self.base += 1;
+        }
+        if self.live_ok == 0 {
+            self.data.clear();
+        }
+        Some(r)
+    }
+
+    fn outcome<R: Wire>(&self, s: &Slot) -> Result<R, PoolError> {
+        match s {
+            Slot::Ok(at, len) => Ok(R::decode(self.bytes(*at, *len))?),
+            Slot::Err(e) => Err(e.clone()),
+            Slot::Waiting | Slot::Taken => Err(PoolError::Setup("result missing".into())),
+        }
+    }
 }
 
 impl Job {
     fn new(len: usize, sealed: bool) -> Arc<Job> {
-        let st = JobState { slots: (0..len).map(|_| None).collect(), sealed, ..Default::default() };
+        let mut st = JobState { sealed, ..Default::default() };
+        st.add(len);
         Arc::new(Job { st: Mutex::new(st), cv: Condvar::new() })
     }
 
@@ -546,12 +710,24 @@ impl Job {
         self.st.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn set(&self, index: usize, r: Result<Vec<u8>, PoolError>) {
+    fn set(&self, index: usize, r: Result<&[u8], PoolError>) {
         let mut st = self.lock();
-        if let Some(slot @ None) = st.slots.get_mut(index) {
-            *slot = Some(r);
-            st.done += 1;
+        let st = &mut *st;
+        let Some(i) = index.checked_sub(st.base) else { return };
+        let Some(slot @ Slot::Waiting) = st.slots.get_mut(i) else { return };
+        *slot = match r {
+            Ok(b) => {
+                st.data.extend_from_slice(b);
+                st.live_ok += 1;
+                Slot::Ok(st.data.len() - b.len(), b.len())
+            }
+            Err(e) => Slot::Err(e),
+        };
+        st.done += 1;
+        if st.eager {
             st.arrivals.push_back(index);
+        }
+        if st.eager || st.done == st.total {
             self.cv.notify_all();
         }
     }
@@ -578,17 +754,82 @@ impl Job {
 }
 
 fn all_done(st: &JobState) -> bool {
-    st.sealed && st.done == st.slots.len()
+    st.sealed && st.done == st.total
 }
 
 struct Pending {
     job: Arc<Job>,
     index: usize,
-    input: Vec<u8>,
+}
+
+/// Unfinished tasks by id. Ids are handed out in order, so this is a window starting at the
+/// oldest unfinished id: O(1) insert, lookup and removal.
+#[derive(Default)]
+struct PendingTable {
+    base: u64,
+    slots: VecDeque<Option<Pending>>,
+    live: usize,
+}
+
+impl PendingTable {
+    /// Records the next task; returns its id.
+    fn push(&mut self, p: Pending) -> u64 {
+        if self.slots.is_empty() {
+            self.base = self.base.max(1);
+        }
+        self.slots.push_back(Some(p));
+        self.live += 1;
+        self.base + self.slots.len() as u64 - 1
+    }
+
+    fn slot(&self, id: u64) -> Option<usize> {
+        let i = usize::try_from(id.checked_sub(self.base)?).ok()?;
+        (i < self.slots.len()).then_some(i)
+    }
+
+    fn contains(&self, id: u64) -> bool {
+        self.slot(id).is_some_and(|i| self.slots[i].is_some())
+    }
+
+    fn remove(&mut self, id: u64) -> Option<Pending> {
+        let i = self.slot(id)?;
+        let p = self.slots[i].take()?;
+        self.live -= 1;
+        while let Some(None) = self.slots.front() {
+            self.slots.pop_front();
+            self.base += 1;
+        }
+        Some(p)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.live == 0
+    }
+
+    fn len(&self) -> usize {
+        self.live
+    }
+
+    fn drain(&mut self) -> impl Iterator<Item = Pending> + '_ {
+        self.base += self.slots.len() as u64;
+        self.live = 0;
+        self.slots.drain(..).flatten()
+    }
+
+    fn forget_job(&mut self, job: &Arc<Job>) {
+        let ids: Vec<u64> = (0..self.slots.len())
+            .filter(|&i| self.slots[i].as_ref().is_some_and(|p| Arc::ptr_eq(&p.job, job)))
+            .map(|i| self.base + i as u64)
+            .collect();
+        for id in ids {
+            self.remove(id);
+        }
+    }
 }
 
 struct Chunk {
-    call: Call,
+    /// The task frame, encoded once at submission.
+    frame: Vec<u8>,
     ids: Vec<u64>,
     /// Results received for `ids[..pos]` (a worker runs its chunks in order).
     pos: usize,
@@ -603,10 +844,9 @@ struct Worker {
 }
 
 struct State {
-    pending: HashMap<u64, Pending>,
+    pending: PendingTable,
     backlog: VecDeque<Chunk>,
     workers: Vec<Worker>,
-    next_id: u64,
     closed: bool,
     terminated: bool,
     broken: Option<PoolError>,
@@ -645,38 +885,42 @@ impl Inner {
     }
 
     /// Queues `items` of `job` (index, encoded argument) in chunks of `chunksize`.
-    fn submit(&self, st: &mut State, job: &Arc<Job>, call: Call, items: Vec<(usize, Result<Vec<u8>, WireError>)>, chunksize: usize) {
+    fn submit(&self, st: &mut State, job: &Arc<Job>, call: Call, batch: Batch, chunksize: usize) {
         if let Some(e) = st.broken.clone().or_else(|| st.terminated.then_some(PoolError::Terminated)) {
-            for (i, _) in items {
+            for (i, _) in batch.items {
                 job.set(i, Err(e.clone()));
             }
             return;
         }
         let max_item = self.max_item();
-        let mut chunk = Chunk { call, ids: Vec::new(), pos: 0 };
-        let mut bytes = TASK_HEADER;
-        for (index, input) in items {
-            let input = match input {
-                Ok(b) if b.len() > max_item => {
-                    job.set(index, Err(PoolError::TooLarge { len: b.len(), max: max_item }));
-                    continue;
-                }
-                Ok(b) => b,
+        let new_chunk = || {
+            let mut frame = Vec::new();
+            encode_task(call, &[], &mut frame);
+            Chunk { frame, ids: Vec::new(), pos: 0 }
+        };
+        let mut chunk = new_chunk();
+        for (index, span) in batch.items {
+            let input = match span {
+                Ok((at, len)) => &batch.buf[at..at + len],
                 Err(e) => {
                     job.set(index, Err(PoolError::Wire(e)));
                     continue;
                 }
             };
+            let input = match input {
+                b if b.len() > max_item => {
+                    job.set(index, Err(PoolError::TooLarge { len: b.len(), max: max_item }));
+                    continue;
+                }
+                b => b,
+            };
             let size = ITEM_HEADER + input.len();
-            if !chunk.ids.is_empty() && (chunk.ids.len() >= chunksize || bytes + size > self.cfg.max_frame) {
-                st.backlog.push_back(std::mem::replace(&mut chunk, Chunk { call, ids: Vec::new(), pos: 0 }));
-                bytes = TASK_HEADER;
+            if !chunk.ids.is_empty() && (chunk.ids.len() >= chunksize || chunk.frame.len() + size > self.cfg.max_frame) {
+                st.backlog.push_back(std::mem::replace(&mut chunk, new_chunk()));
             }
-            st.next_id += 1;
-            let id = st.next_id;
-            st.pending.insert(id, Pending { job: job.clone(), index, input });
+            let id = st.pending.push(Pending { job: job.clone(), index });
+            push_task_item(&mut chunk.frame, id, input);
             chunk.ids.push(id);
-            bytes += size;
         }
         if !chunk.ids.is_empty() {
             st.backlog.push_back(chunk);
@@ -687,7 +931,6 @@ impl Inner {
 
     /// Addresses backlog chunks to workers with room, least loaded first.
     fn dispatch(&self, st: &mut State) {
-        let mut frame = Vec::new();
         while !st.backlog.is_empty() {
             let maxtasks = self.cfg.maxtasks;
             let pick = (0..st.workers.len())
@@ -700,17 +943,8 @@ impl Inner {
                 })
                 .min_by_key(|&w| st.workers[w].inflight.len());
             let Some(w) = pick else { break };
-            let mut chunk = st.backlog.pop_front().expect("not empty");
-            chunk.ids.retain(|id| st.pending.contains_key(id));
-            chunk.pos = 0;
-            if chunk.ids.is_empty() {
-                continue;
-            }
-            {
-                let items: Vec<(u64, &[u8])> = chunk.ids.iter().map(|id| (*id, st.pending[id].input.as_slice())).collect();
-                encode_task(chunk.call, &items, &mut frame);
-            }
-            match self.inboxes[w].try_send_bytes(&frame) {
+            let chunk = st.backlog.pop_front().expect("not empty");
+            match self.inboxes[w].try_send_bytes(&chunk.frame) {
                 Ok(()) => {
                     let k = &mut st.workers[w];
                     k.inflight.push_back(chunk);
@@ -735,19 +969,22 @@ impl Inner {
 
     /// Records one result frame.
     fn apply(&self, st: &mut State, frame: &[u8]) {
-        let Some((id, r)) = decode_result(frame, self.cfg.max_frame.saturating_sub(RESULT_HEADER)) else { return };
-        if let Some(p) = st.pending.remove(&id) {
-            p.job.set(p.index, r);
-        }
-        // Chunk accounting even for a task nobody waits for any more (a dropped `imap`).
-        for k in &mut st.workers {
-            if let Some(front) = k.inflight.front_mut() {
-                if front.ids.get(front.pos) == Some(&id) {
-                    front.pos += 1;
-                    if front.pos == front.ids.len() {
-                        k.inflight.pop_front();
+        let Some((w, entries)) = decode_results(frame) else { return };
+        let max = self.cfg.max_frame.saturating_sub(RESULT_HEADER + ENTRY_HEADER);
+        for e in entries {
+            let Some(r) = e.outcome(max) else { continue };
+            if let Some(p) = st.pending.remove(e.id) {
+                p.job.set(p.index, r);
+            }
+            // Chunk accounting even for a task nobody waits for any more (a dropped `imap`).
+            if let Some(k) = st.workers.get_mut(w as usize) {
+                if let Some(front) = k.inflight.front_mut() {
+                    if front.ids.get(front.pos) == Some(&e.id) {
+                        front.pos += 1;
+                        if front.pos == front.ids.len() {
+                            k.inflight.pop_front();
+                        }
                     }
-                    break;
                 }
             }
         }
@@ -790,21 +1027,31 @@ impl Inner {
         // Frames it never took: their tasks are requeued below from `inflight`.
         while self.inboxes[w].try_recv_bytes().is_ok() {}
         let mut requeue = Vec::new();
-        for chunk in k.inflight {
-            let mut rest = Chunk { call: chunk.call, ids: Vec::new(), pos: 0 };
-            for id in chunk.ids {
-                if !st.pending.contains_key(&id) {
+        for (n, chunk) in k.inflight.into_iter().enumerate() {
+            // In the chunk it was running (the first), the tasks from the first unreported
+            // one to `started` ran in the dead worker and lost their results: they fail.
+            // The others never started: they go back to the queue.
+            let ran = match chunk.ids.get(chunk.pos..) {
+                Some(rest) if n == 0 => rest.iter().position(|&id| id == started).map_or(0, |i| chunk.pos + i + 1),
+                _ => 0,
+            };
+            let Some(TaskFrame::Run { call, items }) = decode_task(&chunk.frame) else { continue };
+            let mut rest = Vec::new();
+            for (i, (id, input)) in items.into_iter().enumerate() {
+                if !st.pending.contains(id) {
                     continue;
                 }
-                if id == started {
-                    let p = st.pending.remove(&id).expect("checked");
+                if i < ran {
+                    let p = st.pending.remove(id).expect("checked");
                     p.job.set(p.index, Err(PoolError::WorkerDied { pid, exitcode: code }));
                 } else {
-                    rest.ids.push(id);
+                    rest.push((id, input));
                 }
             }
-            if !rest.ids.is_empty() {
-                requeue.push(rest);
+            if !rest.is_empty() {
+                let mut frame = Vec::new();
+                encode_task(call, &rest, &mut frame);
+                requeue.push(Chunk { frame, ids: rest.iter().map(|&(id, _)| id).collect(), pos: 0 });
             }
         }
         for chunk in requeue.into_iter().rev() {
@@ -862,7 +1109,7 @@ impl Inner {
         if !matches!(e, PoolError::Terminated) {
             st.broken = Some(e.clone());
         }
-        for (_, p) in st.pending.drain() {
+        for p in st.pending.drain() {
             p.job.set(p.index, Err(e.clone()));
         }
         st.backlog.clear();
@@ -1055,10 +1302,9 @@ impl PoolBuilder {
         let results = FrameQueue::from_arc(rings.results.clone());
         let inboxes = rings.inboxes.iter().map(|r| FrameQueue::from_arc(r.clone())).collect();
         let state = State {
-            pending: HashMap::new(),
+            pending: PendingTable::default(),
             backlog: VecDeque::new(),
             workers: (0..workers).map(|_| Worker::default()).collect(),
-            next_id: 0,
             closed: false,
             terminated: false,
             broken: None,
@@ -1140,26 +1386,42 @@ pub struct Chunked<'a> {
     size: usize,
 }
 
-fn encode_all<A: Wire>(items: impl IntoIterator<Item = A>) -> Vec<(usize, Result<Vec<u8>, WireError>)> {
-    items
-        .into_iter()
-        .enumerate()
-        .map(|(i, a)| {
-            let mut b = Vec::new();
-            (i, a.encode(&mut b).map(|()| b))
-        })
-        .collect()
+/// Encoded arguments of a submission, back to back in one buffer: (index, span or error).
+#[derive(Default)]
+struct Batch {
+    buf: Vec<u8>,
+    items: Vec<(usize, Result<(usize, usize), WireError>)>,
 }
 
-fn encode_pairs<A: Wire, B: Wire>(items: impl IntoIterator<Item = (A, B)>) -> Vec<(usize, Result<Vec<u8>, WireError>)> {
-    items
-        .into_iter()
-        .enumerate()
-        .map(|(i, (a, b))| {
-            let mut out = Vec::new();
-            (i, encode_pair(&a, &b, &mut out).map(|()| out))
-        })
-        .collect()
+impl Batch {
+    fn push(&mut self, index: usize, encode: impl FnOnce(&mut Vec<u8>) -> Result<(), WireError>) {
+        let at = self.buf.len();
+        let r = encode(&mut self.buf).map(|()| (at, self.buf.len() - at));
+        if r.is_err() {
+            self.buf.truncate(at);
+        }
+        self.items.push((index, r));
+    }
+
+    fn len(&self) -> usize {
+        self.items.len()
+    }
+}
+
+fn encode_all<A: Wire>(items: impl IntoIterator<Item = A>) -> Batch {
+    let mut b = Batch::default();
+    for (i, a) in items.into_iter().enumerate() {
+        b.push(i, |buf| a.encode(buf));
+    }
+    b
+}
+
+fn encode_pairs<A: Wire, B: Wire>(items: impl IntoIterator<Item = (A, B)>) -> Batch {
+    let mut b = Batch::default();
+    for (i, (x, y)) in items.into_iter().enumerate() {
+        b.push(i, |buf| encode_pair(&x, &y, buf));
+    }
+    b
 }
 
 impl Pool {
@@ -1197,7 +1459,7 @@ impl Pool {
         len.div_ceil(4 * self.inner.cfg.workers).max(1)
     }
 
-    fn start_job<T>(&self, call: Call, items: Vec<(usize, Result<Vec<u8>, WireError>)>, chunksize: usize, decode: fn(&mut JobState) -> Result<T, PoolError>) -> Result<AsyncResult<T>, PoolError> {
+    fn start_job<T>(&self, call: Call, items: Batch, chunksize: usize, decode: fn(&mut JobState) -> Result<T, PoolError>) -> Result<AsyncResult<T>, PoolError> {
         let mut st = self.inner.lock();
         if st.closed {
             return Err(PoolError::Closed);
@@ -1353,22 +1615,14 @@ fn encode_one<A: Wire>(a: A) -> Result<Vec<u8>, WireError> {
 }
 
 fn decode_one<R: Wire>(st: &mut JobState) -> Result<R, PoolError> {
-    match st.slots.first() {
-        Some(Some(Ok(b))) => Ok(R::decode(b)?),
-        Some(Some(Err(e))) => Err(e.clone()),
-        _ => Err(PoolError::Setup("result missing".into())),
+    match st.slots.front() {
+        Some(s) => st.outcome(s),
+        None => Err(PoolError::Setup("result missing".into())),
     }
 }
 
 fn decode_all<R: Wire>(st: &mut JobState) -> Result<Vec<R>, PoolError> {
-    st.slots
-        .iter()
-        .map(|s| match s {
-            Some(Ok(b)) => Ok(R::decode(b)?),
-            Some(Err(e)) => Err(e.clone()),
-            None => Err(PoolError::Setup("result missing".into())),
-        })
-        .collect()
+    st.slots.iter().map(|s| st.outcome(s)).collect()
 }
 
 /// The result of [`Pool::apply_async`] or [`Pool::map_async`] (Python's `AsyncResult`).
@@ -1403,8 +1657,8 @@ impl<T> AsyncResult<T> {
         let job = Job::new(1, true);
         job.set(0, Err(e));
         fn first_error<T>(st: &mut JobState) -> Result<T, PoolError> {
-            match st.slots.first() {
-                Some(Some(Err(e))) => Err(e.clone()),
+            match st.slots.front() {
+                Some(Slot::Err(e)) => Err(e.clone()),
                 _ => Err(PoolError::Setup("no result".into())),
             }
         }
@@ -1419,7 +1673,7 @@ impl<T> AsyncResult<T> {
     /// Whether it finished without error; `None` while not ready.
     pub fn successful(&self) -> Option<bool> {
         let st = self.job.lock();
-        all_done(&st).then(|| st.slots.iter().all(|s| matches!(s, Some(Ok(_)))))
+        all_done(&st).then(|| st.slots.iter().all(|s| matches!(s, Slot::Ok(..))))
     }
 
     /// Waits until ready.
@@ -1489,7 +1743,11 @@ impl<'a, R: Wire> IMap<'a, R> {
         let window = (4 * pool.inner.cfg.workers * chunksize).max(64);
         IMap {
             inner: pool.inner.clone(),
-            job: Job::new(0, false),
+            job: {
+                let job = Job::new(0, false);
+                job.lock().eager = true;
+                job
+            },
             call,
             input: Some(input),
             chunksize,
@@ -1504,10 +1762,17 @@ impl<'a, R: Wire> IMap<'a, R> {
     /// Submits items until `window` are outstanding or the input ends.
     fn top_up(&mut self) {
         let Some(input) = self.input.as_mut() else { return };
-        let mut batch = Vec::new();
+        // Refill once half the window is free: submissions in batches, not one by one.
+        if self.submitted - self.yielded > self.window / 2 {
+            return;
+        }
+        let mut batch = Batch::default();
         while self.submitted - self.yielded + batch.len() < self.window {
             match input.next() {
-                Some(item) => batch.push((self.submitted + batch.len(), item)),
+                Some(item) => batch.push(self.submitted + batch.len(), |buf| {
+                    buf.extend_from_slice(&item?);
+                    Ok(())
+                }),
                 None => {
                     self.input = None;
                     break;
@@ -1517,15 +1782,15 @@ impl<'a, R: Wire> IMap<'a, R> {
         let mut st = self.inner.lock();
         {
             let mut js = self.job.lock();
-            js.slots.extend(batch.iter().map(|_| None));
+            js.add(batch.len());
             js.sealed = self.input.is_none();
         }
         self.submitted += batch.len();
-        if batch.is_empty() {
+        if batch.len() == 0 {
             return;
         }
         if st.closed {
-            for (i, _) in batch {
+            for (i, _) in batch.items {
                 self.job.set(i, Err(PoolError::Closed));
             }
             return;
@@ -1548,7 +1813,7 @@ impl<'a, R: Wire> IMap<'a, R> {
         let ordered = self.ordered;
         let (mut st, ready) = self.job.wait_until(deadline, |s| {
             if ordered {
-                matches!(s.slots.get(want), Some(Some(_)))
+                matches!(s.slot(want), Some(Slot::Ok(..) | Slot::Err(_)))
             } else {
                 !s.arrivals.is_empty()
             }
@@ -1557,8 +1822,7 @@ impl<'a, R: Wire> IMap<'a, R> {
             return Some(Err(PoolError::Timeout));
         }
         let index = if ordered { want } else { st.arrivals.pop_front().expect("checked") };
-        let r = st.slots.get_mut(index).and_then(Option::take);
-        // Keep `done` meaningful for the taken slot: it stays counted.
+        let r = st.take(index);
         drop(st);
         self.yielded += 1;
         Some(match r {
@@ -1596,7 +1860,7 @@ impl<R> Drop for IMap<'_, R> {
     fn drop(&mut self) {
         // Forget the tasks of an abandoned iterator that have not started.
         let mut st = self.inner.lock();
-        st.pending.retain(|_, p| !Arc::ptr_eq(&p.job, &self.job));
+        st.pending.forget_job(&self.job);
     }
 }
 
@@ -1615,9 +1879,16 @@ mod tests {
         }
         assert_eq!(decode_task(&[2]), Some(TaskFrame::Stop));
         assert_eq!(decode_task(&[2, 0]), None);
-        encode_result(9, ST_PANICKED, b"boom", &mut f);
-        assert_eq!(decode_result(&f, 100), Some((9, Err(PoolError::TaskPanicked("boom".into())))));
-        assert!(decode_result(&f[..8], 100).is_none());
+        start_results(1, &mut f);
+        push_result(9, ST_PANICKED, b"boom", &mut f);
+        push_result(10, ST_OK, b"ok", &mut f);
+        let (w, es) = decode_results(&f).unwrap();
+        assert_eq!(w, 1);
+        assert_eq!(es[0].outcome(100), Some(Err(PoolError::TaskPanicked("boom".into()))));
+        assert_eq!(es[1].outcome(100), Some(Ok(&b"ok"[..])));
+        for cut in 0..f.len() {
+            assert!(decode_results(&f[..cut]).is_none());
+        }
         assert!(fuzz_frames(&f));
     }
 }
