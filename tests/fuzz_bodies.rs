@@ -453,13 +453,20 @@ fn pool_frames_seeds() {
     let task = pool_task_frame();
     assert!(shmkit::__fuzz::pool_frames(&task), "a real task frame decodes");
     assert!(shmkit::__fuzz::pool_frames(&[2]), "a stop frame decodes");
-    let mut result = 5u64.to_le_bytes().to_vec();
+    // Worker 1, one entry: id 5, status ok, 7 bytes.
+    let mut result = 1u32.to_le_bytes().to_vec();
+    result.extend_from_slice(&1u32.to_le_bytes());
+    result.extend_from_slice(&5u64.to_le_bytes());
     result.push(0);
+    result.extend_from_slice(&7u32.to_le_bytes());
     result.extend_from_slice(b"payload");
     assert!(shmkit::__fuzz::pool_frames(&result), "a result frame decodes");
-    let mut bad_status = result.clone();
-    bad_status[8] = 9;
-    assert!(!shmkit::__fuzz::pool_frames(&bad_status), "an unknown status is refused");
+    for cut in 1..result.len() {
+        assert!(!shmkit::__fuzz::pool_frames(&result[..cut]), "a truncated result frame is refused");
+    }
+    let mut long = result.clone();
+    long[16..20].copy_from_slice(&u32::MAX.to_le_bytes());
+    assert!(!shmkit::__fuzz::pool_frames(&long), "an entry longer than its frame is refused");
     let mut long_item = task.clone();
     long_item[21 + 8..21 + 12].copy_from_slice(&u32::MAX.to_le_bytes());
     shmkit::__fuzz::pool_frames(&long_item);
