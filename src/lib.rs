@@ -13,6 +13,7 @@
 //! | [`sync`] — synchronization | [`Lock`](sync::Lock), [`RLock`](sync::RLock), [`Semaphore`](sync::Semaphore), [`BoundedSemaphore`](sync::BoundedSemaphore), [`Event`](sync::Event), [`Condition`](sync::Condition), [`Barrier`](sync::Barrier) — robust to a dead holder |
 //! | [`value`] — shared data | [`Value`](value::Value), [`RawValue`](value::RawValue), [`Array`](value::Array), [`RawArray`](value::RawArray) |
 //! | [`pipe`] — connections | [`Pipe`](pipe::Pipe), [`Connection`](pipe::Connection), [`wait`](pipe::wait) — on shared-memory frame rings, end-of-file on close or death |
+//! | [`process`] — processes | [`Process`](process::Process) (fork and spawn start methods, [`init`](process::init)), [`Pool`](process::Pool) (`map`, `imap`, `imap_unordered`, `starmap`, `apply_async` → [`AsyncResult`](process::AsyncResult)), [`current_process`](process::current_process), [`active_children`](process::active_children), [`cpu_count`](process::cpu_count), [`Wire`](process::Wire) — a killed worker gives `WorkerDied`, never a hang |
 //! | [`util`] — helpers | [`ProcessToken`](util::proc::ProcessToken) (pid + start time), [`Liveness`](util::proc::Liveness) |
 //! | `bench` (feature) | peer implementations for the benchmarks: pipe, socketpair, spin ring |
 //!

@@ -104,3 +104,39 @@ pub fn cooks_and_eaters(cooks: u32, eaters: u32, per_cook: u32) -> io::Result<Co
     }
     Ok(CooksReport { dishes, elapsed })
 }
+
+fn square(x: u64) -> u64 {
+    x * x
+}
+
+/// What a Pool.map run did.
+#[derive(Clone, Debug)]
+pub struct PoolReport {
+    /// The seed program's answer: squares of [1, 2, 3].
+    pub squares: Vec<u64>,
+    /// Tasks in the timed map.
+    pub tasks: u64,
+    /// Time of the timed map (default chunks), pool already started.
+    pub elapsed: Duration,
+    /// Time to start the pool's workers.
+    pub startup: Duration,
+}
+
+/// Python's seed program (`Pool(5).map(f, [1, 2, 3])`) with `workers` workers, then a timed
+/// `map` of `tasks` squares, checked against the sequential answer.
+///
+/// # Errors
+/// A pool error, or a wrong result.
+pub fn pool_map(workers: usize, tasks: u64) -> io::Result<PoolReport> {
+    let t0 = Instant::now();
+    let pool = crate::process::Pool::new(workers).map_err(io::Error::other)?;
+    let startup = t0.elapsed();
+    let squares = pool.map(square, [1u64, 2, 3]).map_err(io::Error::other)?;
+    let t = Instant::now();
+    let out = pool.map(square, 0..tasks).map_err(io::Error::other)?;
+    let elapsed = t.elapsed();
+    if squares != [1, 4, 9] || out.iter().enumerate().any(|(i, &v)| v != (i as u64) * (i as u64)) {
+        return Err(io::Error::other("Pool.map returned a wrong result"));
+    }
+    Ok(PoolReport { squares, tasks, elapsed, startup })
+}

@@ -88,7 +88,22 @@ fn demo(dishes: u32, rounds: u64) -> Result<(), String> {
         msgs as f64 / p.as_secs_f64() / 1e6
     );
 
-    println!("shmkit demo 2: a parent and a forked child ping-pong an 8-byte counter, waiting with");
+    println!("shmkit demo 2: Pool.map. A pool of 2 worker processes maps a function over a list;");
+    println!("tasks and results travel through shared-memory rings.\n");
+    let r = bench::demo::pool_map(2, 100_000).map_err(|e| format!("Pool.map: {e}"))?;
+    println!(
+        "  pool.map(square, [1, 2, 3]) = {:?}   (workers started in {:.1} ms)",
+        r.squares,
+        r.startup.as_secs_f64() * 1e3
+    );
+    println!(
+        "  pool.map(square, 0..{}) in {:.1} ms: {:.0} ns per task, every result checked\n",
+        r.tasks,
+        r.elapsed.as_secs_f64() * 1e3,
+        per_op(r.elapsed, r.tasks)
+    );
+
+    println!("shmkit demo 3: a parent and a forked child ping-pong an 8-byte counter, waiting with");
     println!("the adaptive futex helper.\n");
     let rounds = rounds.max(1);
     let d = bench::rtt(RttPeer::ShmkitAdaptive, rounds).map_err(|e| format!("shmkit ping-pong: {e}"))?;
@@ -384,6 +399,8 @@ fn clean(dry_run: bool, all: bool, prefix: Option<&str>) -> Result<(), String> {
 }
 
 fn main() -> ExitCode {
+    // A process started by the spawn start method runs its target here and exits.
+    shmkit::process::init();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Demo { dishes, rounds } => demo(dishes, rounds),

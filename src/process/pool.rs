@@ -186,7 +186,12 @@ fn setup_err(e: impl fmt::Display) -> PoolError {
 }
 
 /// Creates the segment and its rings.
-fn create_rings(workers: usize, max_frame: usize, init: Option<&(Call, Vec<u8>)>, maxtasks: u64) -> Result<Rings, PoolError> {
+fn create_rings(
+    workers: usize,
+    max_frame: usize,
+    init: Option<&(Call, Vec<u8>)>,
+    maxtasks: u64,
+) -> Result<Rings, PoolError> {
     let rgeo = frame_geometry(RESULTS_CAP, max_frame).map_err(setup_err)?;
     let igeo = frame_geometry(INBOX_CAP, max_frame).map_err(setup_err)?;
     let rbytes = Ring::size_for(&rgeo).map_err(setup_err)?;
@@ -206,7 +211,9 @@ fn create_rings(workers: usize, max_frame: usize, init: Option<&(Call, Vec<u8>)>
         ctl.init_len.store(arg.len() as u32, Ordering::Relaxed);
         // SAFETY: `init_at + len` is inside the unpublished payload (layout), which nobody
         // else maps yet.
-        unsafe { std::ptr::copy_nonoverlapping(arg.as_ptr(), seg.payload_ptr().as_ptr().add(l.init_at), arg.len()) };
+        unsafe {
+            std::ptr::copy_nonoverlapping(arg.as_ptr(), seg.payload_ptr().as_ptr().add(l.init_at), arg.len())
+        };
     }
     Ring::prepare(&seg, l.results_at, &rgeo).map_err(setup_err)?;
     for &at in &l.inbox_at {
@@ -235,8 +242,13 @@ fn attach_rings(seg: Arc<Segment>) -> Result<Rings, PoolError> {
         return Err(setup_err("pool header does not fit its segment"));
     }
     let ring = |at: usize, geo| -> Result<Arc<Ring>, PoolError> {
-        let r = Ring::at_existing(seg.clone(), at, FLAVOR_MPMC, frame_geometry(1, max_frame).map_err(setup_err)?.elem_size)
-            .map_err(setup_err)?;
+        let r = Ring::at_existing(
+            seg.clone(),
+            at,
+            FLAVOR_MPMC,
+            frame_geometry(1, max_frame).map_err(setup_err)?.elem_size,
+        )
+        .map_err(setup_err)?;
         if r.geo != geo {
             return Err(setup_err("pool ring differs from the pool header"));
         }
@@ -417,8 +429,13 @@ pub fn fuzz_state(data: &[u8]) -> bool {
         ctl.init_len.store(init_len as u32, Ordering::Relaxed);
         let rgeo = frame_geometry(RESULTS_CAP, max_frame).expect("geometry");
         let igeo = frame_geometry(INBOX_CAP, max_frame).expect("geometry");
-        let l = layout(workers, Ring::size_for(&rgeo).expect("size"), Ring::size_for(&igeo).expect("size"), init_len)
-            .expect("layout");
+        let l = layout(
+            workers,
+            Ring::size_for(&rgeo).expect("size"),
+            Ring::size_for(&igeo).expect("size"),
+            init_len,
+        )
+        .expect("layout");
         if l.total <= SIZE {
             let _ = Ring::prepare(&seg, l.results_at, &rgeo);
             for at in l.inbox_at {
@@ -428,7 +445,8 @@ pub fn fuzz_state(data: &[u8]) -> bool {
     }
     let Ok(rings) = attach_rings(Arc::new(seg)) else { return false };
     // Relaxed: a probe.
-    let max = rings.seg.get::<PoolCtl>(Offset::new(0)).expect("ctl").max_frame.load(Ordering::Relaxed) as usize;
+    let max =
+        rings.seg.get::<PoolCtl>(Offset::new(0)).expect("ctl").max_frame.load(Ordering::Relaxed) as usize;
     for w in 0..rings.inboxes.len() {
         let _ = rings.slot(w).started.load(Ordering::Relaxed);
         let count = |b: &[u8]| match decode_task(b) {
@@ -505,7 +523,10 @@ fn worker_main(seg: Arc<Segment>, index: usize, parent: u32) -> Result<(), Strin
     let max_frame = ctl.max_frame.load(Ordering::Relaxed) as usize;
     let maxtasks = ctl.maxtasks.load(Ordering::Relaxed);
     if ctl.has_init.load(Ordering::Relaxed) == 1 {
-        let call = Call { tramp: FnRef(ctl.init_tramp.load(Ordering::Relaxed)), f: FnRef(ctl.init_f.load(Ordering::Relaxed)) };
+        let call = Call {
+            tramp: FnRef(ctl.init_tramp.load(Ordering::Relaxed)),
+            f: FnRef(ctl.init_f.load(Ordering::Relaxed)),
+        };
         let len = ctl.init_len.load(Ordering::Relaxed) as usize;
         let l = layout(rings.inboxes.len(), 0, 0, len).ok_or("initializer argument")?;
         if l.init_at + len > rings.seg.payload_len() {
@@ -514,7 +535,13 @@ fn worker_main(seg: Arc<Segment>, index: usize, parent: u32) -> Result<(), Strin
         let mut arg = vec![0u8; len];
         // SAFETY: `init_at + len` is inside the payload (checked); a byte copy from shared
         // memory, whose content is only decoded after the copy.
-        unsafe { std::ptr::copy_nonoverlapping(rings.seg.payload_ptr().as_ptr().add(l.init_at), arg.as_mut_ptr(), len) };
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                rings.seg.payload_ptr().as_ptr().add(l.init_at),
+                arg.as_mut_ptr(),
+                len,
+            )
+        };
         run_call(call, &arg)?;
     }
     // Release: orders nothing the parent reads; it only learns the initializer finished.
@@ -733,7 +760,11 @@ impl Job {
     }
 
     /// Waits until `ready(state)` or the deadline; false on timeout.
-    fn wait_until(&self, deadline: Option<Instant>, ready: impl Fn(&JobState) -> bool) -> (MutexGuard<'_, JobState>, bool) {
+    fn wait_until(
+        &self,
+        deadline: Option<Instant>,
+        ready: impl Fn(&JobState) -> bool,
+    ) -> (MutexGuard<'_, JobState>, bool) {
         let mut st = self.lock();
         loop {
             if ready(&st) {
@@ -915,7 +946,9 @@ impl Inner {
                 b => b,
             };
             let size = ITEM_HEADER + input.len();
-            if !chunk.ids.is_empty() && (chunk.ids.len() >= chunksize || chunk.frame.len() + size > self.cfg.max_frame) {
+            if !chunk.ids.is_empty()
+                && (chunk.ids.len() >= chunksize || chunk.frame.len() + size > self.cfg.max_frame)
+            {
                 st.backlog.push_back(std::mem::replace(&mut chunk, new_chunk()));
             }
             let id = st.pending.push(Pending { job: job.clone(), index });
@@ -1032,7 +1065,9 @@ impl Inner {
             // one to `started` ran in the dead worker and lost their results: they fail.
             // The others never started: they go back to the queue.
             let ran = match chunk.ids.get(chunk.pos..) {
-                Some(rest) if n == 0 => rest.iter().position(|&id| id == started).map_or(0, |i| chunk.pos + i + 1),
+                Some(rest) if n == 0 => {
+                    rest.iter().position(|&id| id == started).map_or(0, |i| chunk.pos + i + 1)
+                }
                 _ => 0,
             };
             let Some(TaskFrame::Run { call, items }) = decode_task(&chunk.frame) else { continue };
@@ -1062,7 +1097,8 @@ impl Inner {
         } else if !k.stopping && !st.terminated {
             st.init_failures += 1;
             if st.init_failures >= MAX_INIT_FAILURES {
-                let msg = panic.unwrap_or_else(|| format!("worker exited with code {code} in the initializer"));
+                let msg =
+                    panic.unwrap_or_else(|| format!("worker exited with code {code} in the initializer"));
                 self.fail_all(st, PoolError::InitializerFailed(msg));
             }
         }
@@ -1090,7 +1126,8 @@ impl Inner {
             }
             StartMethod::Spawn => {
                 let fd = self.rings.seg.fd().expect("the pool segment is a memfd");
-                let args = WorkerArgs { fd: std::os::fd::AsRawFd::as_raw_fd(&fd), index: w as u32, parent, _pad: 0 };
+                let args =
+                    WorkerArgs { fd: std::os::fd::AsRawFd::as_raw_fd(&fd), index: w as u32, parent, _pad: 0 };
                 Process::builder().name(name).daemon(true).inherit_fd(fd).target_fn(spawned_worker, args)
             }
         };
@@ -1136,7 +1173,8 @@ fn manage(inner: Arc<Inner>, started: std::sync::mpsc::Sender<Result<(), PoolErr
         for w in 0..inner.cfg.workers {
             inner.start_worker(&mut st, w);
             if st.workers[w].proc.is_none() {
-                let e = st.broken.clone().unwrap_or_else(|| PoolError::Setup("could not start a worker".into()));
+                let e =
+                    st.broken.clone().unwrap_or_else(|| PoolError::Setup("could not start a worker".into()));
                 st.terminated = true;
                 drop(st);
                 shutdown_workers(&inner);
@@ -1162,20 +1200,17 @@ fn manage(inner: Arc<Inner>, started: std::sync::mpsc::Sender<Result<(), PoolErr
             }
         }
         let wait = next_check.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
-        match inner.results.recv_bytes_timeout(wait) {
-            Ok(frame) => {
-                let mut st = inner.lock();
-                inner.apply(&mut st, &frame);
-                // Take what else is there while holding the lock once.
-                for _ in 0..256 {
-                    match inner.results.try_recv_bytes() {
-                        Ok(f) => inner.apply(&mut st, &f),
-                        Err(_) => break,
-                    }
+        if let Ok(frame) = inner.results.recv_bytes_timeout(wait) {
+            let mut st = inner.lock();
+            inner.apply(&mut st, &frame);
+            // Take what else is there while holding the lock once.
+            for _ in 0..256 {
+                match inner.results.try_recv_bytes() {
+                    Ok(f) => inner.apply(&mut st, &f),
+                    Err(_) => break,
                 }
-                inner.dispatch(&mut st);
             }
-            Err(_) => {}
+            inner.dispatch(&mut st);
         }
         if Instant::now() >= next_check {
             let mut st = inner.lock();
@@ -1390,8 +1425,11 @@ pub struct Chunked<'a> {
 #[derive(Default)]
 struct Batch {
     buf: Vec<u8>,
-    items: Vec<(usize, Result<(usize, usize), WireError>)>,
+    items: Vec<(usize, Span)>,
 }
+
+/// Where one encoded argument is in a [`Batch`]'s buffer, or why it did not encode.
+type Span = Result<(usize, usize), WireError>;
 
 impl Batch {
     fn push(&mut self, index: usize, encode: impl FnOnce(&mut Vec<u8>) -> Result<(), WireError>) {
@@ -1459,7 +1497,13 @@ impl Pool {
         len.div_ceil(4 * self.inner.cfg.workers).max(1)
     }
 
-    fn start_job<T>(&self, call: Call, items: Batch, chunksize: usize, decode: fn(&mut JobState) -> Result<T, PoolError>) -> Result<AsyncResult<T>, PoolError> {
+    fn start_job<T>(
+        &self,
+        call: Call,
+        items: Batch,
+        chunksize: usize,
+        decode: fn(&mut JobState) -> Result<T, PoolError>,
+    ) -> Result<AsyncResult<T>, PoolError> {
         let mut st = self.inner.lock();
         if st.closed {
             return Err(PoolError::Closed);
@@ -1481,19 +1525,28 @@ impl Pool {
     /// Runs `f(arg)` in a worker; the result arrives in the [`AsyncResult`] (which reports
     /// [`PoolError::Closed`] if the pool was closed).
     pub fn apply_async<A: Wire, R: Wire>(&self, f: fn(A) -> R, arg: A) -> AsyncResult<R> {
-        self.start_job(Call::unary(f), encode_all([arg]), 1, decode_one::<R>).unwrap_or_else(AsyncResult::failed)
+        self.start_job(Call::unary(f), encode_all([arg]), 1, decode_one::<R>)
+            .unwrap_or_else(AsyncResult::failed)
     }
 
     /// `f` over `items` in the workers, results in order; the first error fails the whole.
     ///
     /// # Errors
     /// As [`Pool::apply`].
-    pub fn map<A: Wire, R: Wire>(&self, f: fn(A) -> R, items: impl IntoIterator<Item = A>) -> Result<Vec<R>, PoolError> {
+    pub fn map<A: Wire, R: Wire>(
+        &self,
+        f: fn(A) -> R,
+        items: impl IntoIterator<Item = A>,
+    ) -> Result<Vec<R>, PoolError> {
         self.map_async(f, items).get()
     }
 
     /// [`Pool::map`] without waiting.
-    pub fn map_async<A: Wire, R: Wire>(&self, f: fn(A) -> R, items: impl IntoIterator<Item = A>) -> AsyncResult<Vec<R>> {
+    pub fn map_async<A: Wire, R: Wire>(
+        &self,
+        f: fn(A) -> R,
+        items: impl IntoIterator<Item = A>,
+    ) -> AsyncResult<Vec<R>> {
         let items = encode_all(items);
         let chunks = self.default_chunks(items.len());
         self.start_job(Call::unary(f), items, chunks, decode_all::<R>).unwrap_or_else(AsyncResult::failed)
@@ -1503,12 +1556,20 @@ impl Pool {
     ///
     /// # Errors
     /// As [`Pool::apply`].
-    pub fn starmap<A: Wire, B: Wire, R: Wire>(&self, f: fn(A, B) -> R, items: impl IntoIterator<Item = (A, B)>) -> Result<Vec<R>, PoolError> {
+    pub fn starmap<A: Wire, B: Wire, R: Wire>(
+        &self,
+        f: fn(A, B) -> R,
+        items: impl IntoIterator<Item = (A, B)>,
+    ) -> Result<Vec<R>, PoolError> {
         self.starmap_async(f, items).get()
     }
 
     /// [`Pool::starmap`] without waiting.
-    pub fn starmap_async<A: Wire, B: Wire, R: Wire>(&self, f: fn(A, B) -> R, items: impl IntoIterator<Item = (A, B)>) -> AsyncResult<Vec<R>> {
+    pub fn starmap_async<A: Wire, B: Wire, R: Wire>(
+        &self,
+        f: fn(A, B) -> R,
+        items: impl IntoIterator<Item = (A, B)>,
+    ) -> AsyncResult<Vec<R>> {
         let items = encode_pairs(items);
         let chunks = self.default_chunks(items.len());
         self.start_job(Call::binary(f), items, chunks, decode_all::<R>).unwrap_or_else(AsyncResult::failed)
@@ -1516,12 +1577,20 @@ impl Pool {
 
     /// `f` over `items`, lazily: items are taken from the iterator as results are consumed
     /// (a bounded number ahead) and results come in order, each a `Result`.
-    pub fn imap<'a, A: Wire + 'a, R: Wire>(&self, f: fn(A) -> R, items: impl IntoIterator<Item = A> + 'a) -> IMap<'a, R> {
+    pub fn imap<'a, A: Wire + 'a, R: Wire>(
+        &self,
+        f: fn(A) -> R,
+        items: impl IntoIterator<Item = A> + 'a,
+    ) -> IMap<'a, R> {
         IMap::new(self, Call::unary(f), Box::new(items.into_iter().map(encode_one)), 1)
     }
 
     /// As [`Pool::imap`], results in completion order.
-    pub fn imap_unordered<'a, A: Wire + 'a, R: Wire>(&self, f: fn(A) -> R, items: impl IntoIterator<Item = A> + 'a) -> IMapUnordered<'a, R> {
+    pub fn imap_unordered<'a, A: Wire + 'a, R: Wire>(
+        &self,
+        f: fn(A) -> R,
+        items: impl IntoIterator<Item = A> + 'a,
+    ) -> IMapUnordered<'a, R> {
         IMapUnordered(IMap::new(self, Call::unary(f), Box::new(items.into_iter().map(encode_one)), 1))
     }
 
@@ -1581,31 +1650,61 @@ impl<'p> Chunked<'p> {
     ///
     /// # Errors
     /// As [`Pool::map`].
-    pub fn map<A: Wire, R: Wire>(&self, f: fn(A) -> R, items: impl IntoIterator<Item = A>) -> Result<Vec<R>, PoolError> {
+    pub fn map<A: Wire, R: Wire>(
+        &self,
+        f: fn(A) -> R,
+        items: impl IntoIterator<Item = A>,
+    ) -> Result<Vec<R>, PoolError> {
         self.map_async(f, items).get()
     }
 
     /// [`Pool::map_async`] in chunks of this size.
-    pub fn map_async<A: Wire, R: Wire>(&self, f: fn(A) -> R, items: impl IntoIterator<Item = A>) -> AsyncResult<Vec<R>> {
-        self.pool.start_job(Call::unary(f), encode_all(items), self.size, decode_all::<R>).unwrap_or_else(AsyncResult::failed)
+    pub fn map_async<A: Wire, R: Wire>(
+        &self,
+        f: fn(A) -> R,
+        items: impl IntoIterator<Item = A>,
+    ) -> AsyncResult<Vec<R>> {
+        self.pool
+            .start_job(Call::unary(f), encode_all(items), self.size, decode_all::<R>)
+            .unwrap_or_else(AsyncResult::failed)
     }
 
     /// [`Pool::starmap`] in chunks of this size.
     ///
     /// # Errors
     /// As [`Pool::map`].
-    pub fn starmap<A: Wire, B: Wire, R: Wire>(&self, f: fn(A, B) -> R, items: impl IntoIterator<Item = (A, B)>) -> Result<Vec<R>, PoolError> {
-        self.pool.start_job(Call::binary(f), encode_pairs(items), self.size, decode_all::<R>).unwrap_or_else(AsyncResult::failed).get()
+    pub fn starmap<A: Wire, B: Wire, R: Wire>(
+        &self,
+        f: fn(A, B) -> R,
+        items: impl IntoIterator<Item = (A, B)>,
+    ) -> Result<Vec<R>, PoolError> {
+        self.pool
+            .start_job(Call::binary(f), encode_pairs(items), self.size, decode_all::<R>)
+            .unwrap_or_else(AsyncResult::failed)
+            .get()
     }
 
     /// [`Pool::imap`] in chunks of this size.
-    pub fn imap<'a, A: Wire + 'a, R: Wire>(&self, f: fn(A) -> R, items: impl IntoIterator<Item = A> + 'a) -> IMap<'a, R> {
+    pub fn imap<'a, A: Wire + 'a, R: Wire>(
+        &self,
+        f: fn(A) -> R,
+        items: impl IntoIterator<Item = A> + 'a,
+    ) -> IMap<'a, R> {
         IMap::new(self.pool, Call::unary(f), Box::new(items.into_iter().map(encode_one)), self.size)
     }
 
     /// [`Pool::imap_unordered`] in chunks of this size.
-    pub fn imap_unordered<'a, A: Wire + 'a, R: Wire>(&self, f: fn(A) -> R, items: impl IntoIterator<Item = A> + 'a) -> IMapUnordered<'a, R> {
-        IMapUnordered(IMap::new(self.pool, Call::unary(f), Box::new(items.into_iter().map(encode_one)), self.size))
+    pub fn imap_unordered<'a, A: Wire + 'a, R: Wire>(
+        &self,
+        f: fn(A) -> R,
+        items: impl IntoIterator<Item = A> + 'a,
+    ) -> IMapUnordered<'a, R> {
+        IMapUnordered(IMap::new(
+            self.pool,
+            Call::unary(f),
+            Box::new(items.into_iter().map(encode_one)),
+            self.size,
+        ))
     }
 }
 
@@ -1739,7 +1838,12 @@ impl<R> fmt::Debug for IMapUnordered<'_, R> {
 }
 
 impl<'a, R: Wire> IMap<'a, R> {
-    fn new(pool: &Pool, call: Call, input: Box<dyn Iterator<Item = Result<Vec<u8>, WireError>> + 'a>, chunksize: usize) -> Self {
+    fn new(
+        pool: &Pool,
+        call: Call,
+        input: Box<dyn Iterator<Item = Result<Vec<u8>, WireError>> + 'a>,
+        chunksize: usize,
+    ) -> Self {
         let window = (4 * pool.inner.cfg.workers * chunksize).max(64);
         IMap {
             inner: pool.inner.clone(),
@@ -1873,7 +1977,10 @@ mod tests {
         let call = Call { tramp: FnRef(3), f: FnRef(4) };
         let mut f = Vec::new();
         encode_task(call, &[(1, b"ab"), (2, b"")], &mut f);
-        assert_eq!(decode_task(&f), Some(TaskFrame::Run { call, items: vec![(1, &b"ab"[..]), (2, &b""[..])] }));
+        assert_eq!(
+            decode_task(&f),
+            Some(TaskFrame::Run { call, items: vec![(1, &b"ab"[..]), (2, &b""[..])] })
+        );
         for cut in 0..f.len() {
             assert!(decode_task(&f[..cut]).is_none() || cut == 0 && f[..cut].is_empty());
         }

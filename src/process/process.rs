@@ -275,7 +275,10 @@ impl Process {
         }
         if pid == 0 {
             drop(rd);
-            reg.become_child(ProcessInfo { name, pid: std::process::id(), daemon: self.daemon }, parent.clone());
+            reg.become_child(
+                ProcessInfo { name, pid: std::process::id(), daemon: self.daemon },
+                parent.clone(),
+            );
             drop(reg);
             if self.daemon {
                 set_parent_death_signal(parent.pid);

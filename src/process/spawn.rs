@@ -17,9 +17,9 @@
 //! 29  4+n  name, 4+n parent name, 4+n argument (each a u32 length, then the bytes)
 //! ```
 
+use crate::primitive::atomic::{AtomicBool, Ordering};
 use std::io::{self, Write};
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
-use crate::primitive::atomic::{AtomicBool, Ordering};
 
 use super::process::{child_main, registry, run_call, set_parent_death_signal, ProcessError};
 use super::wire::{Call, FnRef};
@@ -168,10 +168,9 @@ pub(crate) fn check_initialised() -> Result<(), ProcessError> {
 ///
 /// # Examples
 /// ```no_run
-/// fn main() {
-///     shmkit::process::init();
-///     // ... the program, which may start processes with the spawn method
-/// }
+/// // First thing in `main`:
+/// shmkit::process::init();
+/// // ... the program, which may start processes with the spawn method
 /// ```
 pub fn init() {
     // Relaxed: see check_initialised.

@@ -105,7 +105,8 @@ impl<T> std::ops::Deref for Serde<T> {
 #[cfg(feature = "serde")]
 impl<T: serde::Serialize + serde::de::DeserializeOwned> Wire for Serde<T> {
     fn encode(&self, out: &mut Vec<u8>) -> Result<(), WireError> {
-        let v = postcard::to_extend(&self.0, std::mem::take(out)).map_err(|e| WireError::Encode(e.to_string()))?;
+        let v = postcard::to_extend(&self.0, std::mem::take(out))
+            .map_err(|e| WireError::Encode(e.to_string()))?;
         *out = v;
         Ok(())
     }
@@ -159,7 +160,10 @@ pub(crate) struct Call {
 impl Call {
     /// `fn(A) -> R`.
     pub(crate) fn unary<A: Wire, R: Wire>(f: fn(A) -> R) -> Call {
-        Call { tramp: FnRef::from_addr(call_unary::<A, R> as Trampoline as usize), f: FnRef::from_addr(f as usize) }
+        Call {
+            tramp: FnRef::from_addr(call_unary::<A, R> as Trampoline as usize),
+            f: FnRef::from_addr(f as usize),
+        }
     }
 
     /// `fn(A, B) -> R`, arguments encoded by [`encode_pair`].
@@ -190,7 +194,11 @@ fn call_unary<A: Wire, R: Wire>(f: usize, input: &[u8], out: &mut Vec<u8>) -> Re
     f(a).encode(out)
 }
 
-fn call_binary<A: Wire, B: Wire, R: Wire>(f: usize, input: &[u8], out: &mut Vec<u8>) -> Result<(), WireError> {
+fn call_binary<A: Wire, B: Wire, R: Wire>(
+    f: usize,
+    input: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<(), WireError> {
     // SAFETY: `Call::binary::<A, B, R>` paired this trampoline with a `fn(A, B) -> R`.
     let f = unsafe { std::mem::transmute::<usize, fn(A, B) -> R>(f) };
     let (a, b) = decode_pair(input)?;
@@ -202,7 +210,8 @@ pub(crate) fn encode_pair<A: Wire, B: Wire>(a: &A, b: &B, out: &mut Vec<u8>) -> 
     let at = out.len();
     out.extend_from_slice(&[0; 4]);
     a.encode(out)?;
-    let len = u32::try_from(out.len() - at - 4).map_err(|_| WireError::Encode("argument above 4 GiB".into()))?;
+    let len =
+        u32::try_from(out.len() - at - 4).map_err(|_| WireError::Encode("argument above 4 GiB".into()))?;
     out[at..at + 4].copy_from_slice(&len.to_le_bytes());
     b.encode(out)
 }
