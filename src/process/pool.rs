@@ -977,6 +977,10 @@ impl Inner {
                 .min_by_key(|&w| st.workers[w].inflight.len());
             let Some(w) = pick else { break };
             let chunk = st.backlog.pop_front().expect("not empty");
+            // Nobody waits for these any more (a dropped `imap`, a failed pool).
+            if !chunk.ids.iter().any(|&id| st.pending.contains(id)) {
+                continue;
+            }
             match self.inboxes[w].try_send_bytes(&chunk.frame) {
                 Ok(()) => {
                     let k = &mut st.workers[w];
