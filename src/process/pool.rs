@@ -922,6 +922,7 @@ struct Inner {
     inboxes: Vec<FrameQueue>,
     cfg: Config,
     parent: u32,
+    has_init: bool,
 }
 
 impl Inner {
@@ -1122,14 +1123,19 @@ impl Inner {
         for chunk in requeue.into_iter().rev() {
             st.backlog.push_front(chunk);
         }
+        // A worker that fails on its own before its first task (its initializer panicked,
+        // or it could not attach) would fail again in every replacement: after a few in a
+        // row the pool gives up. One killed from outside (SIGKILL, SIGTERM) says nothing.
+        let killed = code == -libc::SIGKILL || code == -libc::SIGTERM;
         if ready {
             st.init_failures = 0;
-        } else if !k.stopping && !st.terminated {
+        } else if !k.stopping && !st.terminated && !killed {
             st.init_failures += 1;
             if st.init_failures >= MAX_INIT_FAILURES {
                 let msg =
-                    panic.unwrap_or_else(|| format!("worker exited with code {code} in the initializer"));
-                self.fail_all(st, PoolError::InitializerFailed(msg));
+                    panic.unwrap_or_else(|| format!("worker exited with code {code} before its first task"));
+                let e = if self.has_init { PoolError::InitializerFailed(msg) } else { PoolError::Setup(msg) };
+                self.fail_all(st, e);
             }
         }
     }
@@ -1363,6 +1369,7 @@ impl PoolBuilder {
             Some((call, arg)) => Some((call, arg?)),
             None => None,
         };
+        let init_given = init.is_some();
         let rings = create_rings(workers, max_frame, init.as_ref(), self.maxtasks)?;
         let results = FrameQueue::from_arc(rings.results.clone());
         let inboxes = rings.inboxes.iter().map(|r| FrameQueue::from_arc(r.clone())).collect();
@@ -1385,6 +1392,7 @@ impl PoolBuilder {
             inboxes,
             cfg: Config { workers, max_frame, maxtasks: self.maxtasks, method: self.method },
             parent: std::process::id(),
+            has_init: init_given,
         });
         let (tx, rx) = std::sync::mpsc::channel();
         let m = inner.clone();

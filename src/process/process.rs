@@ -450,7 +450,10 @@ pub(crate) fn child_main(report: RawFd, run: impl FnOnce() -> Result<(), String>
     let code = match std::panic::catch_unwind(AssertUnwindSafe(run)) {
         Ok(Ok(())) => 0,
         Ok(Err(msg)) => {
-            eprintln!("{msg}");
+            // Straight to fd 2: stderr's lock may be held by a thread the fork left behind.
+            let line = format!("{msg}\n");
+            // SAFETY: writes initialized bytes to fd 2; errors are ignored.
+            unsafe { libc::write(2, line.as_ptr().cast(), line.len()) };
             write_report(report, &msg);
             1
         }
@@ -465,11 +468,20 @@ pub(crate) fn child_main(report: RawFd, run: impl FnOnce() -> Result<(), String>
 /// Leaves a child: joins its non-daemon children, flushes stdout, `_exit(code)`.
 pub(crate) fn exit_child(code: i32) -> ! {
     at_exit();
-    let _ = io::stdout().flush();
+    // Only where no other thread can hold stdout's lock: a forked child's copy of the lock
+    // may be held by a thread of the parent that does not exist here (then it would hang).
+    // Rust's stdout is line-buffered, so a forked child loses at most a last partial line.
+    if FRESH_PROCESS.load(crate::primitive::atomic::Ordering::Relaxed) {
+        let _ = io::stdout().flush();
+    }
     // SAFETY: ends the process without running the parent's destructors or atexit handlers
     // a second time.
     unsafe { libc::_exit(code) }
 }
+
+/// Set by a spawned child (a fresh image: stdout's lock is its own).
+pub(crate) static FRESH_PROCESS: crate::primitive::atomic::AtomicBool =
+    crate::primitive::atomic::AtomicBool::new(false);
 
 /// A panic payload as text.
 pub(crate) fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
@@ -682,15 +694,31 @@ impl std::ops::DerefMut for RegistryGuard {
 
 pub(crate) fn registry() -> RegistryGuard {
     let mut g = REGISTRY.lock().unwrap_or_else(|e| e.into_inner());
-    if g.is_none() {
-        *g = Some(Registry {
-            me: ProcessInfo { name: "MainProcess".into(), pid: std::process::id(), daemon: false },
-            parent: None,
-            children: Vec::new(),
-            counter: 0,
-        });
-    }
+    adopt(&mut g);
     RegistryGuard(g)
+}
+
+/// Makes the registry this process's: creates it, or, in a child forked by something other
+/// than [`Process`] (a plain `fork`), takes over the parent's identity as the parent and
+/// forgets the parent's children (they are not ours to join or signal).
+fn adopt(g: &mut Option<Registry>) {
+    let pid = std::process::id();
+    match g {
+        None => {
+            *g = Some(Registry {
+                me: ProcessInfo { name: "MainProcess".into(), pid, daemon: false },
+                parent: None,
+                children: Vec::new(),
+                counter: 0,
+            })
+        }
+        Some(r) if r.me.pid != pid => {
+            let parent = r.me.clone();
+            let me = ProcessInfo { name: format!("{}:forked", parent.name), pid, daemon: false };
+            r.become_child(me, parent);
+        }
+        Some(_) => {}
+    }
 }
 
 impl Registry {
@@ -758,7 +786,8 @@ extern "C" fn exit_handler() {
 /// Python's exit behaviour: SIGTERM to daemon children, then join every child.
 fn at_exit() {
     let children: Vec<Arc<ChildState>> = {
-        let Ok(g) = REGISTRY.try_lock() else { return };
+        let Ok(mut g) = REGISTRY.try_lock() else { return };
+        adopt(&mut g);
         match g.as_ref() {
             Some(r) => r.children.clone(),
             None => return,

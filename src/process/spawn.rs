@@ -142,13 +142,18 @@ fn parse_env(v: &str) -> Option<(u32, RawFd, RawFd)> {
 }
 
 static INITIALISED: AtomicBool = AtomicBool::new(false);
+/// `init` looked at the variable once already (a second call must not read it again).
+static INITIALISED_RAN: AtomicBool = AtomicBool::new(false);
 
-/// The variable names this process as a spawned child of its current parent.
+/// The variable names this process as a spawned child: its payload fd is open and is the
+/// memfd the parent made. (A descendant that inherited the variable but not the fds, or
+/// has another file under that number, is not one; the parent may have died since, which
+/// does not matter.)
 fn spawned_by_parent() -> Option<(u32, RawFd, RawFd)> {
     let v = std::env::var(ENV).ok()?;
     let (ppid, payload, report) = parse_env(&v)?;
-    // SAFETY: getppid has no preconditions.
-    (ppid == unsafe { libc::getppid() } as u32).then_some((ppid, payload, report))
+    let target = std::fs::read_link(format!("/proc/self/fd/{payload}")).ok()?;
+    target.to_str()?.starts_with("/memfd:shmkit-spawn").then_some((ppid, payload, report))
 }
 
 /// Errors if this is a spawned child that skipped [`init`].
@@ -175,6 +180,9 @@ pub(crate) fn check_initialised() -> Result<(), ProcessError> {
 pub fn init() {
     // Relaxed: see check_initialised.
     INITIALISED.store(true, Ordering::Relaxed);
+    if INITIALISED_RAN.swap(true, Ordering::Relaxed) {
+        return;
+    }
     let Some((ppid, payload_fd, report)) = spawned_by_parent() else { return };
     let Some(bytes) = read_payload(payload_fd) else { return };
     let p = match Payload::decode(&bytes) {
@@ -194,6 +202,7 @@ pub fn init() {
     if p.daemon {
         set_parent_death_signal(ppid);
     }
+    super::process::FRESH_PROCESS.store(true, crate::primitive::atomic::Ordering::Relaxed);
     child_main(report, move || run_call(p.call, &p.arg))
 }
 
