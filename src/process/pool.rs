@@ -14,9 +14,13 @@
 //! A manager thread in the parent receives results, watches the workers (every 20 ms while
 //! tasks are out), replaces dead or retired ones and feeds inboxes; callers' threads feed
 //! them too when they submit. The parent addresses each chunk of tasks to one worker, at
-//! most two chunks ahead, so it always knows which tasks a worker held: when a worker dies,
-//! the task it had marked `started` without a result fails with [`PoolError::WorkerDied`],
-//! and the rest of its chunks go back to the queue for other workers.
+//! most two chunks ahead, so it always knows which tasks a worker held. A worker sends its
+//! results in batches (at the end of a chunk, when a frame is full, or after 1 ms), and
+//! marks each task `started` before running it. When a worker dies, the tasks of its
+//! current chunk from the first unreported one to the one marked `started` ran in it and
+//! lost their results: they fail with [`PoolError::WorkerDied`] (never run twice). The tasks
+//! after it, and its other chunks, never started: they go back to the queue for other
+//! workers.
 //!
 //! Frames (little-endian):
 //!
@@ -105,7 +109,8 @@ pub enum PoolError {
     TooLarge {
         /// Encoded size.
         len: usize,
-        /// The limit ([`PoolBuilder::max_message`]).
+        /// The largest size that fits: [`PoolBuilder::max_message`] less the frame's
+        /// headers (33 bytes for an argument, 21 for a result).
         max: usize,
     },
     /// An argument or result could not be encoded or decoded.
@@ -1633,6 +1638,10 @@ impl Pool {
     }
 
     /// No new tasks; workers exit once the queued ones are done. Then [`Pool::join`].
+    ///
+    /// An [`IMap`] takes its input lazily: the items it has not taken by now (it runs a
+    /// window of at least 64 ahead of what was consumed) come back as [`PoolError::Closed`],
+    /// where Python's `imap` would still run them. Consume it before closing.
     pub fn close(&self) {
         let mut st = self.inner.lock();
         st.closed = true;
