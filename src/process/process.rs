@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use super::spawn::{self, Payload};
 use super::wire::{Call, Wire, WireError};
 use super::ProcessInfo;
+use crate::primitive::atomic::{AtomicBool, Ordering};
 
 /// How a [`Process`] starts.
 ///
@@ -19,7 +20,7 @@ use super::ProcessInfo;
 /// |---|---|---|
 /// | start-to-join | ~0.1–0.5 ms | a few ms (a new program image) |
 /// | target | any `FnOnce` closure | a `fn(A)` plus an argument `A: Wire` |
-/// | parent with threads | the child inherits only the forking thread: a lock another thread held stays locked (e.g. stdout while it printed) | safe |
+/// | parent with threads | the child inherits only the forking thread: a lock another thread held stays locked (e.g. stdout while it printed: a `println!` in the child would hang). shmkit's own exit path avoids such locks, and after [`init`](super::init) a panic in a forked child is written straight to fd 2 | safe |
 /// | needs | nothing | [`init`](super::init) first in `main` |
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum StartMethod {
@@ -261,6 +262,7 @@ impl Process {
 
     fn start_fork(&mut self, run: ChildRun) -> Result<Arc<ChildState>, ProcessError> {
         let (rd, wr) = report_pipe()?;
+        install_fork_panic_hook();
         // Python flushes too: bytes buffered now would be written by both processes.
         let _ = io::stdout().flush();
         let mut reg = registry();
@@ -274,6 +276,7 @@ impl Process {
             return Err(io::Error::last_os_error().into());
         }
         if pid == 0 {
+            IN_FORKED_CHILD.store(true, Ordering::Relaxed);
             drop(rd);
             reg.become_child(
                 ProcessInfo { name, pid: std::process::id(), daemon: self.daemon },
@@ -471,7 +474,8 @@ pub(crate) fn exit_child(code: i32) -> ! {
     // Only where no other thread can hold stdout's lock: a forked child's copy of the lock
     // may be held by a thread of the parent that does not exist here (then it would hang).
     // Rust's stdout is line-buffered, so a forked child loses at most a last partial line.
-    if FRESH_PROCESS.load(crate::primitive::atomic::Ordering::Relaxed) {
+    // Relaxed: set by this thread at start-up.
+    if FRESH_PROCESS.load(Ordering::Relaxed) {
         let _ = io::stdout().flush();
     }
     // SAFETY: ends the process without running the parent's destructors or atexit handlers
@@ -479,9 +483,35 @@ pub(crate) fn exit_child(code: i32) -> ! {
     unsafe { libc::_exit(code) }
 }
 
+/// Set in a child made by `fork` (its copies of std's locks may be held by threads that
+/// did not follow it).
+static IN_FORKED_CHILD: AtomicBool = AtomicBool::new(false);
+
+/// Wraps the panic hook, once ([`init`](super::init) does it first thing; otherwise the
+/// first fork): in a forked child a panic is written straight to fd 2. std's default hook
+/// takes a process-wide lock to print a backtrace; if another thread of the parent held it at
+/// the fork, the child's copy stays locked and the panicking child would hang instead of
+/// exiting 1. (Installing the hook waits for panics in progress in other threads, so do it
+/// early: call `init()` at the top of `main`.)
+pub(crate) fn install_fork_panic_hook() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            // Relaxed: set by this thread before the child runs anything else.
+            if IN_FORKED_CHILD.load(Ordering::Relaxed) {
+                let line = format!("process {} {info}\n", std::process::id());
+                // SAFETY: writes initialized bytes to fd 2; errors are ignored.
+                unsafe { libc::write(2, line.as_ptr().cast(), line.len()) };
+            } else {
+                previous(info);
+            }
+        }));
+    });
+}
+
 /// Set by a spawned child (a fresh image: stdout's lock is its own).
-pub(crate) static FRESH_PROCESS: crate::primitive::atomic::AtomicBool =
-    crate::primitive::atomic::AtomicBool::new(false);
+pub(crate) static FRESH_PROCESS: AtomicBool = AtomicBool::new(false);
 
 /// A panic payload as text.
 pub(crate) fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
@@ -754,9 +784,9 @@ impl Registry {
     }
 }
 
-/// Arguments put before the entry-point marker when the spawn start method re-executes
-/// this binary (default none). A test binary needs the name of a test that calls
-/// [`init`](super::init), e.g. `["spawn_entry", "--exact", "--nocapture"]`.
+/// Arguments given to this binary when the spawn start method re-executes it (default
+/// none; a spawned child inherits its parent's). A test binary needs the name of a test that
+/// calls [`init`](super::init), e.g. `["spawn_entry", "--exact", "--nocapture"]`.
 pub fn set_spawn_args<I, S>(args: I)
 where
     I: IntoIterator<Item = S>,
@@ -766,6 +796,15 @@ where
 }
 
 static SPAWN_ARGS: Mutex<Vec<OsString>> = Mutex::new(Vec::new());
+
+/// In a spawned child: the arguments it was started with become its own spawn arguments
+/// (unless it set some already).
+pub(crate) fn inherit_spawn_args(args: Vec<OsString>) {
+    let mut a = SPAWN_ARGS.lock().unwrap_or_else(|e| e.into_inner());
+    if a.is_empty() {
+        *a = args;
+    }
+}
 
 fn spawn_args() -> Vec<OsString> {
     SPAWN_ARGS.lock().unwrap_or_else(|e| e.into_inner()).clone()

@@ -165,7 +165,8 @@ pub(crate) fn check_initialised() -> Result<(), ProcessError> {
     Ok(())
 }
 
-/// Entry point of the spawn start method: call it first in `main`.
+/// Entry point of the spawn start method: call it first in `main`. (It also readies forked
+/// children for panics: see [`StartMethod`](super::StartMethod).)
 ///
 /// In a process started by [`StartMethod::Spawn`](super::StartMethod::Spawn) it runs the
 /// target and exits (0, or 1 after a panic); it never returns there. Anywhere else it
@@ -178,6 +179,7 @@ pub(crate) fn check_initialised() -> Result<(), ProcessError> {
 /// // ... the program, which may start processes with the spawn method
 /// ```
 pub fn init() {
+    super::process::install_fork_panic_hook();
     // Relaxed: see check_initialised.
     INITIALISED.store(true, Ordering::Relaxed);
     if INITIALISED_RAN.swap(true, Ordering::Relaxed) {
@@ -202,7 +204,9 @@ pub fn init() {
     if p.daemon {
         set_parent_death_signal(ppid);
     }
-    super::process::FRESH_PROCESS.store(true, crate::primitive::atomic::Ordering::Relaxed);
+    super::process::FRESH_PROCESS.store(true, Ordering::Relaxed);
+    // This process was started with the spawn arguments: its own children get the same.
+    super::process::inherit_spawn_args(std::env::args_os().skip(1).collect());
     child_main(report, move || run_call(p.call, &p.arg))
 }
 
