@@ -14,9 +14,11 @@
 //!
 //! Arguments and results cross the process boundary as [`Wire`] values: any
 //! [`bytemuck::Pod`] type, or with the `serde` feature any serde type wrapped in [`Serde`].
-//! Functions travel as offsets from a fixed function of this crate, valid in every process
-//! running the same executable; they are trusted (a pool's queues live in an unnamed
-//! segment that only the pool's own processes map).
+//! Functions travel as offsets from a fixed function of this crate: valid in a forked child,
+//! and in a spawned one for functions of the executable itself (a function of a `dlopen`ed
+//! library is refused with the spawn start method). Task frames are trusted: a pool's rings
+//! live in an unnamed memfd that only the pool's own processes map (a spawned worker sets it
+//! close-on-exec); a process that could write them could run any function of the program.
 
 pub(crate) mod pool;
 #[allow(clippy::module_inception)]
@@ -25,7 +27,7 @@ pub(crate) mod spawn;
 mod wire;
 
 pub use pool::{AsyncResult, IMap, IMapUnordered, Pool, PoolBuilder, PoolError};
-pub use process::{set_spawn_args, Process, ProcessBuilder, ProcessError, StartMethod};
+pub use process::{set_spawn_args, Process, ProcessBuilder, ProcessError, StartMethod, EXIT_UNKNOWN};
 pub use spawn::init;
 #[doc(hidden)]
 pub use spawn::Payload as __SpawnPayload;

@@ -15,7 +15,8 @@
 //! tasks are out), replaces dead or retired ones and feeds inboxes; callers' threads feed
 //! them too when they submit. The parent addresses each chunk of tasks to one worker, at
 //! most two chunks ahead, so it always knows which tasks a worker held. A worker sends its
-//! results in batches (at the end of a chunk, when a frame is full, or after 1 ms), and
+//! results in batches (at the end of a chunk, when a frame is full, or after 1 ms by the
+//! coarse clock, i.e. at the next timer tick), and
 //! marks each task `started` before running it. When a worker dies, the tasks of its
 //! current chunk from the first unreported one to the one marked `started` ran in it and
 //! lost their results: they fail with [`PoolError::WorkerDied`] (never run twice). The tasks
@@ -98,6 +99,9 @@ pub enum PoolError {
     /// The pool is closed: no new tasks.
     #[error("the pool is closed")]
     Closed,
+    /// The pool was made by another process (this is a forked child's copy of it).
+    #[error("a pool works only in the process that made it")]
+    WrongProcess,
     /// [`Pool::join`] before [`Pool::close`] or [`Pool::terminate`].
     #[error("join needs close or terminate first")]
     StillRunning,
@@ -137,7 +141,8 @@ struct PoolCtl {
     maxtasks: AtomicU64,
 }
 
-// SAFETY: `#[repr(C)]` integer atomics; every value is bounded before use.
+// SAFETY: `#[repr(C)]` integer atomics, valid for any bits. Sizes are bounded before use;
+// the initializer's function references are trusted like task frames (see the module doc).
 unsafe impl Shareable for PoolCtl {}
 
 #[repr(C, align(128))]
@@ -146,6 +151,8 @@ struct WorkerSlot {
     started: AtomicU64,
     /// 1 once the worker finished its initializer.
     ready: AtomicU32,
+    /// Result entries the worker has put in the result ring.
+    reported: AtomicU64,
 }
 
 // SAFETY: as PoolCtl.
@@ -362,7 +369,7 @@ impl<'a> ResultEntry<'a> {
             ST_PANICKED => Err(PoolError::TaskPanicked(text())),
             ST_TOO_LARGE => Err(PoolError::TooLarge { len: le_u64(self.payload, 0)? as usize, max }),
             ST_WIRE => Err(PoolError::Wire(WireError::Decode(text()))),
-            _ => return None,
+            _ => Err(PoolError::Wire(WireError::Decode("result with an unknown status".into()))),
         })
     }
 }
@@ -502,6 +509,8 @@ struct WorkerArgs {
 }
 
 fn spawned_worker(args: WorkerArgs) {
+    // SAFETY: fcntl on an fd number; the pool's memfd must not reach programs a task execs.
+    unsafe { libc::fcntl(args.fd, libc::F_SETFD, libc::FD_CLOEXEC) };
     // SAFETY: the parent passed this fd (the pool's memfd) to this process for us alone.
     let fd = unsafe { OwnedFd::from_raw_fd(args.fd) };
     let seg = match Segment::open_fd(fd, Kind::new(KIND_POOL, 0)) {
@@ -573,52 +582,34 @@ fn worker_main(seg: Arc<Segment>, index: usize, parent: u32) -> Result<(), Strin
             None => return Err("corrupt task frame".into()),
         };
         // Results go back in batches: at the end of the chunk, when the frame is full, and
-        // when the oldest unsent result is RESULT_FLUSH old (slow tasks report one by one).
+        // once the batch is RESULT_FLUSH old by the coarse clock (~5 ns a read, ticks of a
+        // few ms): a slow task is reported as soon as it ends.
         start_results(index as u32, &mut frame);
-        let mut oldest: Option<Instant> = None;
-        let mut unsent = 0usize;
+        let mut batch_start: Option<u64> = None;
         let last = items.len().saturating_sub(1);
         for (n, (id, input)) in items.into_iter().enumerate() {
-            if unsent == 0 {
-                oldest = Some(Instant::now());
-            }
+            let since = *batch_start.get_or_insert_with(coarse_ns);
             // Release: a parent that reaps this worker after its death reads `started`
             // (Acquire) to learn which task it was running.
             slot.started.store(id, Ordering::Release);
             out.clear();
             // SAFETY: task frames come from the pool's parent, a process of this executable
-            // whose Call values were made by Call::unary/binary.
+            // whose Call values were made by Call::unary/binary (see `Call::run`).
             let r = std::panic::catch_unwind(AssertUnwindSafe(|| unsafe { call.run(input, &mut out) }));
             let room = max_frame.saturating_sub(RESULT_HEADER + ENTRY_HEADER);
             let (status, payload): (u8, std::borrow::Cow<'_, [u8]>) = match r {
                 Ok(Ok(())) if out.len() <= room => (ST_OK, out.as_slice().into()),
                 Ok(Ok(())) => (ST_TOO_LARGE, (out.len() as u64).to_le_bytes().to_vec().into()),
-                Ok(Err(e)) => (ST_WIRE, e.to_string().into_bytes().into()),
-                Err(p) => {
-                    let mut msg = panic_text(p.as_ref());
-                    let mut cut = room.min(4096).min(msg.len());
-                    while !msg.is_char_boundary(cut) {
-                        cut -= 1;
-                    }
-                    msg.truncate(cut);
-                    (ST_PANICKED, msg.into_bytes().into())
-                }
+                Ok(Err(e)) => (ST_WIRE, cut_text(e.to_string(), room).into_bytes().into()),
+                Err(p) => (ST_PANICKED, cut_text(panic_text(p.as_ref()), room).into_bytes().into()),
             };
             if frame.len() + ENTRY_HEADER + payload.len() > max_frame {
-                send_results(&results.ring, &mut frame, index)?;
+                send_results(&results.ring, slot, &mut frame, index)?;
             }
             push_result(id, status, &payload, &mut frame);
-            unsent += 1;
-            if n == last {
-                send_results(&results.ring, &mut frame, index)?;
-                (oldest, unsent) = (None, 0);
-            } else if unsent <= 8 || unsent % 64 == 0 {
-                // The clock costs ~30 ns: read it after each of the first results of a
-                // batch (a slow task is reported as soon as it ends), then every 64th.
-                if oldest.is_some_and(|t| t.elapsed() >= RESULT_FLUSH) {
-                    send_results(&results.ring, &mut frame, index)?;
-                    (oldest, unsent) = (None, 0);
-                }
+            if n == last || coarse_ns().saturating_sub(since) >= RESULT_FLUSH.as_nanos() as u64 {
+                send_results(&results.ring, slot, &mut frame, index)?;
+                batch_start = None;
             }
         }
         done += 1;
@@ -628,11 +619,34 @@ fn worker_main(seg: Arc<Segment>, index: usize, parent: u32) -> Result<(), Strin
     }
 }
 
+/// CLOCK_MONOTONIC_COARSE in nanoseconds: a vDSO read of the last tick, ~5 ns.
+fn coarse_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime fills the timespec we own; this clock always exists on Linux.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// A message cut to fit `room` bytes (and 4 KiB) at a character boundary.
+fn cut_text(mut msg: String, room: usize) -> String {
+    let mut cut = room.min(4096).min(msg.len());
+    while !msg.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    msg.truncate(cut);
+    msg
+}
+
 /// Sends a result frame (if it holds any entry) and starts the next one.
-fn send_results(ring: &Ring, frame: &mut Vec<u8>, index: usize) -> Result<(), String> {
-    if le_u32(frame, 4) != Some(0) {
+fn send_results(ring: &Ring, slot: &WorkerSlot, frame: &mut Vec<u8>, index: usize) -> Result<(), String> {
+    let count = le_u32(frame, 4).unwrap_or(0);
+    if count != 0 {
         match send_frame(ring, frame, Wait::Until(None)) {
-            Ok(()) => {}
+            // Release: the parent settles this worker's death only once it has applied this
+            // many entries (its Acquire load); the frame is in the ring before the count.
+            Ok(()) => {
+                slot.reported.fetch_add(u64::from(count), Ordering::Release);
+            }
             // The parent is gone: nothing left to do.
             Err(crate::queue::SendError::Disconnected(_)) => exit_quietly(),
             Err(e) => return Err(e.to_string()),
@@ -673,6 +687,8 @@ struct JobState {
     /// when no slot refers to it any more.
     data: Vec<u8>,
     live_ok: usize,
+    /// Bytes of `data` still referred to by a slot.
+    live_bytes: usize,
     done: usize,
     /// Tasks in the job so far.
     total: usize,
@@ -693,6 +709,7 @@ impl JobState {
             Ok(b) => {
                 self.data.extend_from_slice(b);
                 self.live_ok += 1;
+                self.live_bytes += b.len();
                 Slot::Ok(self.data.len() - b.len(), b.len())
             }
             Err(e) => Slot::Err(e),
@@ -723,6 +740,7 @@ impl JobState {
         let r = match std::mem::replace(self.slots.get_mut(i)?, Slot::Taken) {
             Slot::Ok(at, len) => {
                 self.live_ok -= 1;
+                self.live_bytes -= len;
                 Ok(self.bytes(at, len).to_vec())
             }
             Slot::Err(e) => Err(e),
@@ -737,6 +755,17 @@ impl JobState {
         }
         if self.live_ok == 0 {
             self.data.clear();
+        } else if self.data.len() > (64 << 10).max(2 * self.live_bytes) {
+            // A consumer slower than the workers never sees the buffer empty: keep only
+            // what is still referred to.
+            let mut data = Vec::with_capacity(2 * self.live_bytes);
+            for slot in &mut self.slots {
+                if let Slot::Ok(at, len) = slot {
+                    data.extend_from_slice(&self.data[*at..*at + *len]);
+                    *at = data.len() - *len;
+                }
+            }
+            self.data = data;
         }
         Some(r)
     }
@@ -895,6 +924,8 @@ struct Worker {
     inflight: VecDeque<Chunk>,
     dispatched: u64,
     stopping: bool,
+    /// Result entries of this worker applied (compared with its slot's `reported`).
+    applied: u64,
 }
 
 struct State {
@@ -935,6 +966,24 @@ impl Inner {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Spawned workers can run only functions of the executable.
+    fn check_call(&self, call: Call) -> Result<(), PoolError> {
+        if self.cfg.method == StartMethod::Spawn && !call.is_local() {
+            return Err(PoolError::Wire(super::wire::not_local()));
+        }
+        Ok(())
+    }
+
+    /// A pool works only in the process that made it (a forked child has a copy of the
+    /// handle but neither the manager thread nor the workers).
+    fn check_owner(&self) -> Result<(), PoolError> {
+        if std::process::id() == self.parent {
+            Ok(())
+        } else {
+            Err(PoolError::WrongProcess)
+        }
+    }
+
     fn max_item(&self) -> usize {
         self.cfg.max_frame.saturating_sub(TASK_HEADER + ITEM_HEADER)
     }
@@ -956,7 +1005,7 @@ impl Inner {
         let mut chunk = new_chunk();
         for (index, span) in batch.items {
             let input = match span {
-                Ok((at, len)) => &batch.buf[at..at + len],
+                Ok((at, len)) => &batch.buf[at..at + len], // spans made by Batch::push
                 Err(e) => {
                     job.set(index, Err(PoolError::Wire(e)));
                     continue;
@@ -988,12 +1037,14 @@ impl Inner {
 
     /// Addresses backlog chunks to workers with room, least loaded first.
     fn dispatch(&self, st: &mut State) {
+        let mut full = vec![false; st.workers.len()];
         while !st.backlog.is_empty() {
             let maxtasks = self.cfg.maxtasks;
             let pick = (0..st.workers.len())
                 .filter(|&w| {
                     let k = &st.workers[w];
-                    k.proc.is_some()
+                    !full[w]
+                        && k.proc.is_some()
                         && !k.stopping
                         && k.inflight.len() < PREFETCH
                         && (maxtasks == 0 || k.dispatched < maxtasks)
@@ -1013,9 +1064,9 @@ impl Inner {
                 }
                 Err(_) => {
                     // The inbox is full of frames the manager has not yet taken back from a
-                    // dead worker: leave the chunk for later.
+                    // dead worker: leave the chunk for another worker or later.
                     st.backlog.push_front(chunk);
-                    break;
+                    full[w] = true;
                 }
             }
         }
@@ -1031,6 +1082,9 @@ impl Inner {
     /// Records one result frame.
     fn apply(&self, st: &mut State, frame: &[u8]) {
         let Some((w, entries)) = decode_results(frame) else { return };
+        if let Some(k) = st.workers.get_mut(w as usize) {
+            k.applied += entries.len() as u64;
+        }
         let max = self.cfg.max_frame.saturating_sub(RESULT_HEADER + ENTRY_HEADER);
         // Consecutive results mostly belong to one job: lock it once per run of them.
         let mut run: Option<Arc<Job>> = None;
@@ -1070,7 +1124,7 @@ impl Inner {
     fn check_workers(&self, st: &mut State) {
         for w in 0..st.workers.len() {
             let code = match &st.workers[w].proc {
-                Some(p) => match p.exitcode() {
+                Some(p) => match p.end_code() {
                     Some(code) => (code, p.pid().unwrap_or(0), p.panic_message()),
                     None => continue,
                 },
@@ -1079,8 +1133,14 @@ impl Inner {
                     continue;
                 }
             };
-            // Results it sent before dying are in the ring: take them first.
+            // Results it sent before dying are in the ring: take them first. Some may sit
+            // behind a slot another worker is still writing: settle the death once all it
+            // reported are applied (else a task that ran would look unstarted and run twice).
             self.drain_results(st);
+            // Acquire: pairs with the worker's Release count after each result frame.
+            if self.rings.slot(w).reported.load(Ordering::Acquire) > st.workers[w].applied {
+                continue;
+            }
             self.worker_ended(st, w, code);
             self.start_worker(st, w);
         }
@@ -1154,6 +1214,8 @@ impl Inner {
         // Relaxed: the fork/exec that starts the worker orders these before it runs.
         slot.started.store(0, Ordering::Relaxed);
         slot.ready.store(0, Ordering::Relaxed);
+        slot.reported.store(0, Ordering::Relaxed);
+        st.workers[w].applied = 0;
         let name = format!("PoolWorker-{}", w + 1);
         let parent = self.parent;
         let mut p = match self.cfg.method {
@@ -1172,6 +1234,7 @@ impl Inner {
                 Process::builder().name(name).daemon(true).inherit_fd(fd).target_fn(spawned_worker, args)
             }
         };
+        p = p.no_flush();
         match p.start() {
             Ok(()) => st.workers[w].proc = Some(p),
             Err(e) => {
@@ -1209,6 +1272,14 @@ impl Inner {
 
 /// The manager thread.
 fn manage(inner: Arc<Inner>, started: std::sync::mpsc::Sender<Result<(), PoolError>>) {
+    // However the manager ends (a panic included), waiters in `join` learn of it.
+    struct Finish<'a>(&'a Inner);
+    impl Drop for Finish<'_> {
+        fn drop(&mut self) {
+            finish(self.0);
+        }
+    }
+    let _finish = Finish(&inner);
     {
         let mut st = inner.lock();
         for w in 0..inner.cfg.workers {
@@ -1220,7 +1291,7 @@ fn manage(inner: Arc<Inner>, started: std::sync::mpsc::Sender<Result<(), PoolErr
                 drop(st);
                 shutdown_workers(&inner);
                 let _ = started.send(Err(e));
-                finish(&inner);
+
                 return;
             }
         }
@@ -1241,7 +1312,12 @@ fn manage(inner: Arc<Inner>, started: std::sync::mpsc::Sender<Result<(), PoolErr
             }
         }
         let wait = next_check.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
-        if let Ok(frame) = inner.results.recv_bytes_timeout(wait) {
+        let got = inner.results.recv_bytes_timeout(wait);
+        if let Err(RecvError::Corrupted(_) | RecvError::Decode(_)) = got {
+            // A scribbled ring answers at once: do not spin on it.
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        if let Ok(frame) = got {
             let mut st = inner.lock();
             inner.apply(&mut st, &frame);
             // Take what else is there while holding the lock once.
@@ -1260,7 +1336,6 @@ fn manage(inner: Arc<Inner>, started: std::sync::mpsc::Sender<Result<(), PoolErr
         }
     }
     shutdown_workers(&inner);
-    finish(&inner);
 }
 
 fn finish(inner: &Inner) {
@@ -1350,7 +1425,8 @@ impl PoolBuilder {
         self
     }
 
-    /// Largest encoded chunk of arguments or single result, in bytes (default 256 KiB).
+    /// Largest encoded chunk of arguments or single result, in bytes (default 256 KiB;
+    /// clamped to 64 bytes … 2 GiB).
     pub fn max_message(mut self, bytes: usize) -> Self {
         self.max_message = Some(bytes);
         self
@@ -1371,6 +1447,9 @@ impl PoolBuilder {
         }
         let max_frame = self.max_message.unwrap_or(256 << 10).clamp(64, u32::MAX as usize / 2);
         let init = match self.initializer {
+            Some((call, _)) if self.method == StartMethod::Spawn && !call.is_local() => {
+                return Err(PoolError::Wire(super::wire::not_local()))
+            }
             Some((call, arg)) => Some((call, arg?)),
             None => None,
         };
@@ -1468,6 +1547,7 @@ pub struct Chunked<'a> {
 #[derive(Default)]
 struct Batch {
     buf: Vec<u8>,
+    scratch: Vec<u8>,
     items: Vec<(usize, Span)>,
 }
 
@@ -1476,11 +1556,13 @@ type Span = Result<(usize, usize), WireError>;
 
 impl Batch {
     fn push(&mut self, index: usize, encode: impl FnOnce(&mut Vec<u8>) -> Result<(), WireError>) {
-        let at = self.buf.len();
-        let r = encode(&mut self.buf).map(|()| (at, self.buf.len() - at));
-        if r.is_err() {
-            self.buf.truncate(at);
-        }
+        // Each value encodes into a scratch buffer of its own: a `Wire` impl that fails
+        // half-way, or rewrites its buffer, cannot touch the other arguments.
+        self.scratch.clear();
+        let r = encode(&mut self.scratch).map(|()| {
+            self.buf.extend_from_slice(&self.scratch);
+            (self.buf.len() - self.scratch.len(), self.scratch.len())
+        });
         self.items.push((index, r));
     }
 
@@ -1547,6 +1629,8 @@ impl Pool {
         chunksize: usize,
         decode: fn(&mut JobState) -> Result<T, PoolError>,
     ) -> Result<AsyncResult<T>, PoolError> {
+        self.inner.check_owner()?;
+        self.inner.check_call(call)?;
         let mut st = self.inner.lock();
         if st.closed {
             return Err(PoolError::Closed);
@@ -1643,6 +1727,9 @@ impl Pool {
     /// window of at least 64 ahead of what was consumed) come back as [`PoolError::Closed`],
     /// where Python's `imap` would still run them. Consume it before closing.
     pub fn close(&self) {
+        if self.inner.check_owner().is_err() {
+            return;
+        }
         let mut st = self.inner.lock();
         st.closed = true;
         self.inner.dispatch(&mut st);
@@ -1652,6 +1739,9 @@ impl Pool {
     /// Stops the workers now (SIGTERM, then SIGKILL after 2 s); unfinished tasks fail with
     /// [`PoolError::Terminated`]. Returns once every worker has been reaped.
     pub fn terminate(&self) {
+        if self.inner.check_owner().is_err() {
+            return;
+        }
         {
             let mut st = self.inner.lock();
             st.closed = true;
@@ -1667,6 +1757,7 @@ impl Pool {
     /// # Errors
     /// [`PoolError::StillRunning`] unless [`Pool::close`] or [`Pool::terminate`] came first.
     pub fn join(&self) -> Result<(), PoolError> {
+        self.inner.check_owner()?;
         if !self.inner.lock().closed {
             return Err(PoolError::StillRunning);
         }
@@ -1688,6 +1779,13 @@ impl Pool {
 
 impl Drop for Pool {
     fn drop(&mut self) {
+        if self.inner.check_owner().is_err() {
+            // A copy in a forked child: the workers and the manager thread are the parent's.
+            if let Some(h) = self.manager.lock().unwrap_or_else(|e| e.into_inner()).take() {
+                std::mem::forget(h);
+            }
+            return;
+        }
         self.terminate();
     }
 }
@@ -1891,7 +1989,7 @@ impl<'a, R: Wire> IMap<'a, R> {
         input: Box<dyn Iterator<Item = Result<Vec<u8>, WireError>> + 'a>,
         chunksize: usize,
     ) -> Self {
-        let window = (4 * pool.inner.cfg.workers * chunksize).max(64);
+        let window = (4 * pool.inner.cfg.workers).saturating_mul(chunksize).clamp(64, 1 << 20);
         IMap {
             inner: pool.inner.clone(),
             job: {
@@ -1918,6 +2016,7 @@ impl<'a, R: Wire> IMap<'a, R> {
             return;
         }
         let mut batch = Batch::default();
+        let foreign = self.inner.check_owner().and_then(|()| self.inner.check_call(self.call)).err();
         while self.submitted - self.yielded + batch.len() < self.window {
             match input.next() {
                 Some(item) => batch.push(self.submitted + batch.len(), |buf| {
@@ -1940,9 +2039,10 @@ impl<'a, R: Wire> IMap<'a, R> {
         if batch.len() == 0 {
             return;
         }
-        if st.closed {
+        if st.closed || foreign.is_some() {
+            let e = foreign.unwrap_or(PoolError::Closed);
             for (i, _) in batch.items {
-                self.job.set(i, Err(PoolError::Closed));
+                self.job.set(i, Err(e.clone()));
             }
             return;
         }

@@ -53,6 +53,11 @@ pub enum ProcessError {
     /// again in every generation).
     #[error("spawned process did not call shmkit::process::init() at the top of main")]
     SpawnNotInitialised,
+    /// The spawn start method re-executes this program, which must call
+    /// [`init`](super::init) at the top of `main`; this process has not called it (nor
+    /// [`set_spawn_args`], for a binary whose entry point does).
+    #[error("call shmkit::process::init() at the top of main before using the spawn start method")]
+    InitNotCalled,
     /// The child was reaped by someone else (a `waitpid(-1)` elsewhere, or SIGCHLD ignored).
     #[error("child was reaped outside shmkit")]
     ReapedElsewhere,
@@ -104,6 +109,9 @@ pub struct Process {
     fds: Vec<RawFd>,
     target: Option<Target>,
     child: Option<Arc<ChildState>>,
+    /// Flush stdout before starting (Python does); off for pool workers, which a manager
+    /// thread starts while a caller may hold stdout's lock.
+    flush: bool,
 }
 
 impl fmt::Debug for Process {
@@ -184,6 +192,7 @@ impl ProcessBuilder {
             fds: self.fds,
             target: Some(target),
             child: None,
+            flush: true,
         }
     }
 }
@@ -253,6 +262,7 @@ impl Process {
             (Target::Call { call, arg }, method) => match arg {
                 Err(e) => Err(ProcessError::Wire(e)),
                 Ok(arg) if method == StartMethod::Fork => self.start_fork(ChildRun::Call(call, arg)),
+                Ok(_) if !call.is_local() => Err(ProcessError::Wire(super::wire::not_local())),
                 Ok(arg) => self.start_spawn(call, arg),
             },
         };
@@ -264,7 +274,9 @@ impl Process {
         let (rd, wr) = report_pipe()?;
         install_fork_panic_hook();
         // Python flushes too: bytes buffered now would be written by both processes.
-        let _ = io::stdout().flush();
+        if self.flush {
+            let _ = io::stdout().flush();
+        }
         let mut reg = registry();
         let name = self.name.clone().unwrap_or_else(|| reg.next_name());
         let parent = reg.me.clone();
@@ -306,6 +318,9 @@ impl Process {
 
     fn start_spawn(&mut self, call: Call, arg: Vec<u8>) -> Result<Arc<ChildState>, ProcessError> {
         spawn::check_initialised()?;
+        if !spawn::init_called() && spawn_args().is_empty() {
+            return Err(ProcessError::InitNotCalled);
+        }
         let (name, parent) = {
             let mut reg = registry();
             (self.name.clone().unwrap_or_else(|| reg.next_name()), reg.me.clone())
@@ -331,7 +346,9 @@ impl Process {
         keep.push(wr.as_raw_fd());
         let daemon = self.daemon;
         let ppid = parent.pid;
-        let _ = io::stdout().flush();
+        if self.flush {
+            let _ = io::stdout().flush();
+        }
         // SAFETY: the closure runs in the forked child before exec and only makes
         // async-signal-safe calls (fcntl, prctl, getppid) on fds and values it captured.
         unsafe {
@@ -359,6 +376,21 @@ impl Process {
         registry().push_child(state.clone());
         ensure_exit_handler();
         Ok(state)
+    }
+
+    /// The exit code once ended, [`EXIT_UNKNOWN`] if someone else reaped it; `None` while
+    /// it runs.
+    pub(crate) fn end_code(&self) -> Option<i32> {
+        match self.child.as_ref()?.try_reap() {
+            Ok(code) => code,
+            Err(_) => Some(EXIT_UNKNOWN),
+        }
+    }
+
+    /// Starts without flushing stdout first (pool workers).
+    pub(crate) fn no_flush(mut self) -> Self {
+        self.flush = false;
+        self
     }
 
     fn state(&self) -> Result<&Arc<ChildState>, ProcessError> {
@@ -390,13 +422,16 @@ impl Process {
         self.state()?.wait(crate::futex::deadline_after(timeout))
     }
 
-    /// Whether the child was started and has not ended (reaps it if it has).
+    /// Whether the child was started and has not ended (reaps it if it has). A child reaped
+    /// outside shmkit counts as ended.
     pub fn is_alive(&self) -> bool {
         self.child.as_ref().is_some_and(|c| matches!(c.try_reap(), Ok(None)))
     }
 
     /// The exit code once the child has ended (reaps it if it has): its `exit` code, 1 after
-    /// a panic, `-N` after signal `N`. `None` while it runs or before it starts.
+    /// a panic, `-N` after signal `N`. `None` while it runs, before it starts, or if someone
+    /// else reaped it (SIGCHLD ignored: then [`Process::join`] says
+    /// [`ProcessError::ReapedElsewhere`]).
     pub fn exitcode(&self) -> Option<i32> {
         self.child.as_ref().and_then(|c| c.try_reap().ok().flatten())
     }
@@ -513,6 +548,9 @@ pub(crate) fn install_fork_panic_hook() {
 /// Set by a spawned child (a fresh image: stdout's lock is its own).
 pub(crate) static FRESH_PROCESS: AtomicBool = AtomicBool::new(false);
 
+/// The exit code reported for a child reaped outside shmkit (e.g. with SIGCHLD ignored).
+pub const EXIT_UNKNOWN: i32 = i32::MIN;
+
 /// A panic payload as text.
 pub(crate) fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
     if let Some(s) = payload.downcast_ref::<&str>() {
@@ -571,6 +609,9 @@ pub(crate) struct ChildState {
 
 struct ChildStatus {
     exit: Option<i32>,
+    /// Reaped by someone else (SIGCHLD ignored, a `waitpid(-1)`): ended, code unknown, and
+    /// its pid may belong to another process now.
+    lost: bool,
     report: Option<OwnedFd>,
     panic: Option<String>,
 }
@@ -582,7 +623,7 @@ impl ChildState {
             name,
             daemon,
             pidfd: pidfd_open(pid),
-            status: Mutex::new(ChildStatus { exit: None, report: Some(report), panic: None }),
+            status: Mutex::new(ChildStatus { exit: None, lost: false, report: Some(report), panic: None }),
         }
     }
 
@@ -600,6 +641,9 @@ impl ChildState {
         if let Some(code) = st.exit {
             return Ok(Some(code));
         }
+        if st.lost {
+            return Err(ProcessError::ReapedElsewhere);
+        }
         let mut raw = 0;
         // SAFETY: waitpid on our own child with a valid status pointer.
         let r = unsafe { libc::waitpid(self.pid, &mut raw, libc::WNOHANG) };
@@ -608,7 +652,10 @@ impl ChildState {
             -1 => {
                 let e = io::Error::last_os_error();
                 match e.raw_os_error() {
-                    Some(libc::ECHILD) => Err(ProcessError::ReapedElsewhere),
+                    Some(libc::ECHILD) => {
+                        st.lost = true;
+                        Err(ProcessError::ReapedElsewhere)
+                    }
                     Some(libc::EINTR) => Ok(None),
                     _ => Err(e.into()),
                 }
@@ -654,7 +701,7 @@ impl ChildState {
     fn signal(&self, sig: i32) -> Result<(), ProcessError> {
         // Holding the status lock: the pid cannot be reaped (and recycled) meanwhile.
         let st = self.status();
-        if st.exit.is_some() {
+        if st.exit.is_some() || st.lost {
             return Ok(());
         }
         // SAFETY: the pid is our unreaped child.
@@ -773,7 +820,9 @@ impl Registry {
 
     /// Records a new child, forgetting those already reaped (their handles keep their state).
     fn push_child(&mut self, c: Arc<ChildState>) {
-        self.children.retain(|c| c.status().exit.is_none());
+        // Reaps those that ended (Python's start() does too): no zombie, no fds left behind
+        // for children nobody joins.
+        self.children.retain(|c| matches!(c.try_reap(), Ok(None)));
         self.children.push(c);
     }
 

@@ -3,8 +3,9 @@
 //! The parent writes a [`Payload`] into a memfd and passes two inherited fds and its pid in
 //! the `SHMKIT_SPAWN` environment variable (`1:PPID:PAYLOAD_FD:REPORT_FD`). [`init`], first
 //! in the child's `main`, reads the payload and runs the target instead of the program. A
-//! process whose parent pid is not `PPID` ignores the variable: it was inherited by an
-//! unrelated descendant.
+//! process whose `PAYLOAD_FD` is not an open `shmkit-spawn` memfd (checked in
+//! `/proc/self/fd`) ignores the variable: it was inherited by a descendant that did not get
+//! the fds. The parent may have died meanwhile; the child still runs its target.
 //!
 //! Payload layout (little-endian):
 //!
@@ -154,6 +155,12 @@ fn spawned_by_parent() -> Option<(u32, RawFd, RawFd)> {
     let (ppid, payload, report) = parse_env(&v)?;
     let target = std::fs::read_link(format!("/proc/self/fd/{payload}")).ok()?;
     target.to_str()?.starts_with("/memfd:shmkit-spawn").then_some((ppid, payload, report))
+}
+
+/// Whether this process called [`init`].
+pub(crate) fn init_called() -> bool {
+    // Relaxed: see check_initialised.
+    INITIALISED.load(Ordering::Relaxed)
 }
 
 /// Errors if this is a spawned child that skipped [`init`].

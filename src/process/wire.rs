@@ -105,9 +105,9 @@ impl<T> std::ops::Deref for Serde<T> {
 #[cfg(feature = "serde")]
 impl<T: serde::Serialize + serde::de::DeserializeOwned> Wire for Serde<T> {
     fn encode(&self, out: &mut Vec<u8>) -> Result<(), WireError> {
-        let v = postcard::to_extend(&self.0, std::mem::take(out))
-            .map_err(|e| WireError::Encode(e.to_string()))?;
-        *out = v;
+        // Into a buffer of its own: on failure `out` is left as it was.
+        let v = postcard::to_allocvec(&self.0).map_err(|e| WireError::Encode(e.to_string()))?;
+        out.extend_from_slice(&v);
         Ok(())
     }
 
@@ -134,6 +134,23 @@ impl fmt::Debug for FnRef {
 
 #[inline(never)]
 fn anchor() {}
+
+/// The load address of the object (executable or shared library) holding `addr`.
+fn object_base(addr: usize) -> Option<usize> {
+    // SAFETY: `info` is plain data that dladdr fills in; dladdr only reads the loader's
+    // tables for the address.
+    let mut info: libc::Dl_info = unsafe { std::mem::zeroed() };
+    // SAFETY: as above; any address is accepted (0 is returned for unknown ones).
+    if unsafe { libc::dladdr(addr as *const libc::c_void, &mut info) } == 0 {
+        return None;
+    }
+    Some(info.dli_fbase as usize)
+}
+
+/// The error for a function the spawn start method cannot name.
+pub(crate) fn not_local() -> WireError {
+    WireError::Encode("the function is not in the executable (a dlopen'ed library?): the spawn start method cannot name it; use fork".into())
+}
 
 impl FnRef {
     pub(crate) fn from_addr(addr: usize) -> FnRef {
@@ -172,6 +189,14 @@ impl Call {
             tramp: FnRef::from_addr(call_binary::<A, B, R> as Trampoline as usize),
             f: FnRef::from_addr(f as usize),
         }
+    }
+
+    /// Whether both functions are in the object that holds shmkit (normally the executable):
+    /// only then do their offsets name the same functions in a re-executed copy (spawn). A
+    /// function of a library loaded at another relative address (`dlopen`) is not.
+    pub(crate) fn is_local(self) -> bool {
+        let base = object_base(anchor as fn() as usize);
+        base.is_some() && object_base(self.tramp.addr()) == base && object_base(self.f.addr()) == base
     }
 
     /// Runs the call.
@@ -254,5 +279,8 @@ mod tests {
         // SAFETY: as above.
         assert!(unsafe { c.run(&[1, 2, 3], &mut out) }.is_err());
         assert!(decode_pair(&[9, 0, 0, 0, 1]).is_err());
+        assert!(c.is_local(), "a function of this binary");
+        let libc_fn = Call { tramp: c.tramp, f: FnRef::from_addr(libc::getpid as *const () as usize) };
+        assert!(!libc_fn.is_local(), "a function of libc.so");
     }
 }
