@@ -711,6 +711,7 @@ fn role_entry() {
         "plain-fork-daemon" => plain_fork_daemon(),
         "plain-fork-exit-spares-daemons" => plain_fork_exit_spares_daemons(),
         "stdout-held-at-fork" => stdout_held_at_fork(),
+        "dropped-children" => dropped_children(),
         "panic-while-another-thread-panics-at-fork" => panic_while_another_thread_panics_at_fork(),
         "orphaned-spawn" => {
             // args: marker file, pid file. Spawns a non-daemon child whose entry point waits
@@ -1122,6 +1123,62 @@ fn spawned_child_orphaned_before_init_still_runs_its_target() {
         assert!(eventually(LONG, || !running(pid, start)), "the orphaned child {pid} still runs");
     }
     assert_eq!(std::fs::read_to_string(&marker.0).ok().as_deref(), Some("target ran"));
+}
+
+/// Open fds of this process.
+fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").unwrap().count()
+}
+
+/// Zombie children of this process.
+fn zombies() -> usize {
+    let me = std::process::id().to_string();
+    let Ok(dir) = std::fs::read_dir("/proc") else { return 0 };
+    dir.filter_map(|e| std::fs::read_to_string(e.ok()?.path().join("stat")).ok())
+        .filter(|stat| {
+            let Some(close) = stat.rfind(')') else { return false };
+            let mut fields = stat[close + 1..].split_whitespace();
+            fields.next() == Some("Z") && fields.next() == Some(me.as_str())
+        })
+        .count()
+}
+
+/// 200 children started and dropped without a join: later starts reap those that ended (as
+/// Python's `start` does), leaving neither zombies nor their fds (pidfd, report pipe) behind.
+/// `active_children` (which reaps too) is not called.
+fn dropped_children() {
+    let before = open_fds();
+    for i in 0..200 {
+        let mut p = Process::new(|| {});
+        if let Err(e) = p.start() {
+            fail(&format!("start #{i}: {e}"));
+        }
+        drop(p);
+    }
+    // Once they have all ended, one more start reaps them (and is joined itself).
+    let clean = eventually(LONG, || {
+        let mut p = Process::new(|| {});
+        p.start().unwrap();
+        assert_eq!(p.join_timeout(LONG).unwrap(), Some(0));
+        drop(p);
+        zombies() == 0 && open_fds() <= before + 4
+    });
+    if !clean {
+        fail(&format!(
+            "after 200 dropped children: {} fds (before: {before}), {} zombies",
+            open_fds(),
+            zombies()
+        ));
+    }
+    std::process::exit(0);
+}
+
+/// Regression: children started and dropped without a join were never reaped by later
+/// starts: each left a zombie, a pidfd and a pipe's read end (300 of them exhausted
+/// `ulimit -n 256`). In a role process: the fds of the other tests' children would count.
+#[test]
+fn dropped_processes_leave_no_zombies_or_fds() {
+    run_role("dropped-children");
 }
 
 #[test]
