@@ -67,12 +67,15 @@ pub fn parent_process() -> Option<ProcessInfo> {
 ///
 /// # Examples
 /// ```
-/// let mut p = shmkit::process::Process::new(|| std::thread::sleep(std::time::Duration::from_millis(200)));
+/// let go = shmkit::sync::Event::new()?;
+/// let wait = go.clone();
+/// let mut p = shmkit::process::Process::new(move || wait.wait());
 /// p.start()?;
 /// assert!(shmkit::process::active_children().iter().any(|c| Some(c.pid) == p.pid()));
+/// go.set();
 /// p.join()?;
 /// assert!(shmkit::process::active_children().iter().all(|c| Some(c.pid) != p.pid()));
-/// # Ok::<(), shmkit::process::ProcessError>(())
+/// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub fn active_children() -> Vec<ProcessInfo> {
     process::registry().live_children()

@@ -1877,10 +1877,10 @@ fn decode_all<R: Wire>(st: &mut JobState) -> Result<Vec<R>, PoolError> {
 /// use shmkit::process::{Pool, PoolError};
 /// fn nap(ms: u64) -> u64 { std::thread::sleep(Duration::from_millis(ms)); ms }
 /// let pool = Pool::new(1)?;
-/// let r = pool.apply_async(nap, 300);
+/// let r = pool.apply_async(nap, 1000);
 /// assert_eq!(r.get_timeout(Duration::from_millis(10)), Err(PoolError::Timeout));
-/// assert!(!r.ready());
-/// assert_eq!(r.get()?, 300);
+/// assert_eq!(r.get()?, 1000);
+/// assert!(r.ready());
 /// assert_eq!(r.successful(), Some(true));
 /// # Ok::<(), PoolError>(())
 /// ```
