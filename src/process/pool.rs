@@ -1640,6 +1640,13 @@ impl Pool {
         Ok(AsyncResult { job, decode, _t: PhantomData })
     }
 
+    /// The job of a `map` or `starmap` (`chunks`: the chunk size, else the default for its
+    /// length); a refused submission becomes an `AsyncResult` holding the error.
+    fn map_job<R: Wire>(&self, call: Call, items: Batch, chunks: Option<usize>) -> AsyncResult<Vec<R>> {
+        let chunks = chunks.unwrap_or_else(|| self.default_chunks(items.len()));
+        self.start_job(call, items, chunks, decode_all::<R>).unwrap_or_else(AsyncResult::failed)
+    }
+
     /// Runs `f(arg)` in a worker and waits for the result.
     ///
     /// # Errors
@@ -1674,9 +1681,7 @@ impl Pool {
         f: fn(A) -> R,
         items: impl IntoIterator<Item = A>,
     ) -> AsyncResult<Vec<R>> {
-        let items = encode_all(items);
-        let chunks = self.default_chunks(items.len());
-        self.start_job(Call::unary(f), items, chunks, decode_all::<R>).unwrap_or_else(AsyncResult::failed)
+        self.map_job(Call::unary(f), encode_all(items), None)
     }
 
     /// `f(a, b)` for each pair, results in order (Python's `starmap` for two arguments).
@@ -1697,9 +1702,7 @@ impl Pool {
         f: fn(A, B) -> R,
         items: impl IntoIterator<Item = (A, B)>,
     ) -> AsyncResult<Vec<R>> {
-        let items = encode_pairs(items);
-        let chunks = self.default_chunks(items.len());
-        self.start_job(Call::binary(f), items, chunks, decode_all::<R>).unwrap_or_else(AsyncResult::failed)
+        self.map_job(Call::binary(f), encode_pairs(items), None)
     }
 
     /// `f` over `items`, lazily: items are taken from the iterator as results are consumed
@@ -1709,7 +1712,7 @@ impl Pool {
         f: fn(A) -> R,
         items: impl IntoIterator<Item = A> + 'a,
     ) -> IMap<'a, R> {
-        IMap::new(self, Call::unary(f), Box::new(items.into_iter().map(encode_one)), 1)
+        IMap::new(self, Call::unary(f), items, 1, true)
     }
 
     /// As [`Pool::imap`], results in completion order.
@@ -1718,7 +1721,7 @@ impl Pool {
         f: fn(A) -> R,
         items: impl IntoIterator<Item = A> + 'a,
     ) -> IMapUnordered<'a, R> {
-        IMapUnordered(IMap::new(self, Call::unary(f), Box::new(items.into_iter().map(encode_one)), 1))
+        IMapUnordered(IMap::new(self, Call::unary(f), items, 1, false))
     }
 
     /// No new tasks; workers exit once the queued ones are done. Then [`Pool::join`].
@@ -1809,9 +1812,7 @@ impl<'p> Chunked<'p> {
         f: fn(A) -> R,
         items: impl IntoIterator<Item = A>,
     ) -> AsyncResult<Vec<R>> {
-        self.pool
-            .start_job(Call::unary(f), encode_all(items), self.size, decode_all::<R>)
-            .unwrap_or_else(AsyncResult::failed)
+        self.pool.map_job(Call::unary(f), encode_all(items), Some(self.size))
     }
 
     /// [`Pool::starmap`] in chunks of this size.
@@ -1823,10 +1824,7 @@ impl<'p> Chunked<'p> {
         f: fn(A, B) -> R,
         items: impl IntoIterator<Item = (A, B)>,
     ) -> Result<Vec<R>, PoolError> {
-        self.pool
-            .start_job(Call::binary(f), encode_pairs(items), self.size, decode_all::<R>)
-            .unwrap_or_else(AsyncResult::failed)
-            .get()
+        self.pool.map_job(Call::binary(f), encode_pairs(items), Some(self.size)).get()
     }
 
     /// [`Pool::imap`] in chunks of this size.
@@ -1835,7 +1833,7 @@ impl<'p> Chunked<'p> {
         f: fn(A) -> R,
         items: impl IntoIterator<Item = A> + 'a,
     ) -> IMap<'a, R> {
-        IMap::new(self.pool, Call::unary(f), Box::new(items.into_iter().map(encode_one)), self.size)
+        IMap::new(self.pool, Call::unary(f), items, self.size, true)
     }
 
     /// [`Pool::imap_unordered`] in chunks of this size.
@@ -1844,12 +1842,7 @@ impl<'p> Chunked<'p> {
         f: fn(A) -> R,
         items: impl IntoIterator<Item = A> + 'a,
     ) -> IMapUnordered<'a, R> {
-        IMapUnordered(IMap::new(
-            self.pool,
-            Call::unary(f),
-            Box::new(items.into_iter().map(encode_one)),
-            self.size,
-        ))
+        IMapUnordered(IMap::new(self.pool, Call::unary(f), items, self.size, false))
     }
 }
 
@@ -1983,12 +1976,16 @@ impl<R> fmt::Debug for IMapUnordered<'_, R> {
 }
 
 impl<'a, R: Wire> IMap<'a, R> {
-    fn new(
+    /// Results in input order (`ordered`) or in completion order.
+    fn new<A: Wire + 'a>(
         pool: &Pool,
         call: Call,
-        input: Box<dyn Iterator<Item = Result<Vec<u8>, WireError>> + 'a>,
+        items: impl IntoIterator<Item = A> + 'a,
         chunksize: usize,
+        ordered: bool,
     ) -> Self {
+        let input: Box<dyn Iterator<Item = Result<Vec<u8>, WireError>> + 'a> =
+            Box::new(items.into_iter().map(encode_one));
         let window = (4 * pool.inner.cfg.workers).saturating_mul(chunksize).clamp(64, 1 << 20);
         IMap {
             inner: pool.inner.clone(),
@@ -2003,7 +2000,7 @@ impl<'a, R: Wire> IMap<'a, R> {
             window,
             submitted: 0,
             yielded: 0,
-            ordered: true,
+            ordered,
             _r: PhantomData,
         }
     }
@@ -2094,7 +2091,6 @@ impl<R: Wire> Iterator for IMap<'_, R> {
 impl<'a, R: Wire> IMapUnordered<'a, R> {
     /// As [`IMap::next_timeout`].
     pub fn next_timeout(&mut self, timeout: Duration) -> Option<Result<R, PoolError>> {
-        self.0.ordered = false;
         self.0.next_timeout(timeout)
     }
 }
@@ -2102,7 +2098,6 @@ impl<'a, R: Wire> IMapUnordered<'a, R> {
 impl<R: Wire> Iterator for IMapUnordered<'_, R> {
     type Item = Result<R, PoolError>;
     fn next(&mut self) -> Option<Self::Item> {
-        self.0.ordered = false;
         self.0.next_until(None)
     }
 }
