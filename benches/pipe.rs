@@ -18,14 +18,13 @@
 //!
 //! Each `iter_custom` call forks a fresh child; the fork and a warm-up message are not timed.
 
-mod common;
-
 use std::io;
 use std::time::Duration;
 
-use common::ipc_channel_tput;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use shmkit::bench::{pipe_bulk, pipe_rtt, pipe_tput, PipeBulkPeer, PipeRttPeer, PipeTputPeer, BULK_BYTES};
+use shmkit::bench::{
+    ipc_channel_tput, pipe_bulk, pipe_rtt, pipe_tput, PipeBulkPeer, PipeRttPeer, PipeTputPeer, BULK_BYTES,
+};
 
 fn group_times(g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>) {
     g.measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_millis(500)).sample_size(20);

@@ -1,7 +1,6 @@
 //! shmkit's queues beside their peers, between two processes (parent and forked child
 //! pinned to different cores) unless said otherwise. Workloads in `src/bench/peers.rs` and
-//! `src/bench/queue_peers.rs`; the ipc-channel and crossbeam-channel ones live here, since
-//! those crates are dev-dependencies. Needs `--features serde` (for `SerdeQueue`).
+//! `src/bench/queue_peers.rs`; the serde ones (ipc-channel, `SerdeQueue`) live here. Needs `--features serde` (for `SerdeQueue`).
 //!
 //! - `tput_8B/*`: one iteration = one 8-byte message, one way. Adds to the `tput_8B` of
 //!   `benches/rtt.rs`: `posix_mq` (`mq_timedsend`/`mq_timedreceive`, as deep as
@@ -26,15 +25,12 @@
 use std::io;
 use std::time::{Duration, Instant};
 
-mod common;
-
-use common::{check, ipc_channel_tput, ipc_err};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use serde::{Deserialize, Serialize};
-use shmkit::bench::queue_peers::{pin_thread, posix_mq_available, posix_mq_depth, run_pair};
+use shmkit::bench::queue_peers::{check_seq as check, ipc_err, posix_mq_available, posix_mq_depth, run_pair};
 use shmkit::bench::{
-    bulk, idle_cpu, oversubscribed, posix_mq_tput, rtt, rtt_queue, tput, BulkPeer, IdlePeer, OversubPeer,
-    RttPeer, TputPeer, BULK_BYTES,
+    bulk, crossbeam_threads_tput, idle_cpu, ipc_channel_tput, oversubscribed, posix_mq_tput, rtt, rtt_queue,
+    tput, BulkPeer, IdlePeer, OversubPeer, RttPeer, TputPeer, BULK_BYTES,
 };
 use shmkit::queue::{RecvError, SerdeQueue};
 
@@ -47,33 +43,6 @@ fn group_times(g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::Wal
 
 fn timed(name: &str, r: io::Result<Duration>) -> Duration {
     r.unwrap_or_else(|e| panic!("{name}: {e}"))
-}
-
-/// 8-byte messages through a bounded crossbeam channel between two threads pinned to
-/// CPUs 1 (sender) and 0 (receiver).
-fn crossbeam_threads_tput(msgs: u64) -> io::Result<Duration> {
-    let (tx, rx) = crossbeam_channel::bounded::<u64>(4096);
-    let total = msgs + 1;
-    std::thread::scope(|s| {
-        s.spawn(move || {
-            let _pin = pin_thread(1);
-            for i in 1..=total {
-                if tx.send(i).is_err() {
-                    return;
-                }
-            }
-        });
-        let _pin = pin_thread(0);
-        let mut start = Instant::now();
-        for i in 1..=total {
-            // A panicked sender drops `tx`, so this cannot block forever.
-            check(i, rx.recv().map_err(io::Error::other)?)?;
-            if i == 1 {
-                start = Instant::now();
-            }
-        }
-        Ok(start.elapsed())
-    })
 }
 
 fn tput_8b(c: &mut Criterion) {
@@ -149,7 +118,7 @@ fn serde_shmkit(msgs: u64) -> io::Result<Duration> {
         }
         Ok(start.elapsed())
     };
-    // SAFETY: as in `common::ipc_channel_tput`.
+    // SAFETY: as in `shmkit::bench::ipc_channel_tput`: the bench runs on one thread.
     unsafe { run_pair(child, parent) }
 }
 
@@ -175,7 +144,7 @@ fn serde_ipc(msgs: u64) -> io::Result<Duration> {
         }
         Ok(start.elapsed())
     };
-    // SAFETY: as in `common::ipc_channel_tput`.
+    // SAFETY: as in `shmkit::bench::ipc_channel_tput`: the bench runs on one thread.
     unsafe { run_pair(child, parent) }
 }
 

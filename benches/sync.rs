@@ -12,10 +12,8 @@
 //! - `owner_died_recovery/*`: one iteration = SIGKILL of a child holding the lock until the
 //!   parent's lock call returns the owner-died result. One fork per iteration, not timed.
 //!
-//! Not measured: the `raw_sync` crate. Its last release (0.1.5) is from October 2020, it
-//! pins its dependencies as `nix = "0.*"` / `libc = "0.*"`, and its Unix `Mutex` is a
-//! `PTHREAD_PROCESS_SHARED` `pthread_mutex_t` behind a `Box<dyn LockImpl>`, so
-//! `pthread_pshared` stands for it (minus one indirect call).
+//! `raw_sync`: the crate's `Mutex` (0.1.5, October 2020), a `PTHREAD_PROCESS_SHARED`
+//! `pthread_mutex_t` behind a `Box<dyn LockImpl>`, in both lock groups.
 
 use std::hint::black_box;
 use std::time::Duration;
@@ -24,7 +22,7 @@ use criterion::{criterion_group, criterion_main, Criterion, SamplingMode};
 use crossbeam_utils::CachePadded;
 use shmkit::bench::{
     event_wake_rtt, lock_contended_2proc, owner_died_recovery, EventPeer, FutexMutex, LockPeer,
-    OwnerDiedPeer, PthreadMutex,
+    OwnerDiedPeer, PthreadMutex, RawSyncMutex,
 };
 use shmkit::sync::Lock;
 
@@ -55,6 +53,15 @@ fn lock_uncontended(c: &mut Criterion) {
             LockPeer::PthreadPshared | LockPeer::PthreadPsharedRobust => {
                 let lock =
                     PthreadMutex::new(peer == LockPeer::PthreadPsharedRobust).expect("PthreadMutex::new");
+                g.bench_function(peer.name(), |b| {
+                    b.iter(|| {
+                        let g = lock.lock();
+                        black_box(&g);
+                    })
+                });
+            }
+            LockPeer::RawSync => {
+                let lock = RawSyncMutex::new().expect("RawSyncMutex::new");
                 g.bench_function(peer.name(), |b| {
                     b.iter(|| {
                         let g = lock.lock();

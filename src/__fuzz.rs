@@ -374,3 +374,151 @@ pub fn spawn_payload(data: &[u8]) -> bool {
         Err(_) => false,
     }
 }
+
+/// The kinds [`inspect_state`] builds segments of: the kind, the payload size of a small real
+/// object of it, and a fix-up that writes a valid geometry or header over the garbage.
+type InspectKind = (Kind, usize, fn(&Segment));
+
+fn inspect_kinds() -> Vec<InspectKind> {
+    use crate::queue::raw::{Geometry, RingCtl, FLAVOR_MPMC, FLAVOR_SPSC};
+    use crate::queue::ring::Ring;
+    use crate::shm::{Layout, Offset};
+    use crate::sync::{RawBarrier, RawEvent, RawLock, RawRLock, RawSemaphore};
+
+    fn none(_: &Segment) {}
+    fn ring_fix(seg: &Segment, geo: Geometry) {
+        if let Ok(ctl) = seg.get::<RingCtl>(Offset::new(0)) {
+            geo.init(ctl);
+        }
+    }
+    fn mpmc_geo() -> Geometry {
+        Geometry::new(FLAVOR_MPMC, 8, 4).expect("geometry")
+    }
+    fn frame_geo() -> Geometry {
+        Geometry::new(FLAVOR_MPMC, 4 + 16, 2).expect("geometry")
+    }
+    fn spsc_geo() -> Geometry {
+        Geometry::new(FLAVOR_SPSC, 8, 3).expect("geometry")
+    }
+    fn pipe_fix(seg: &Segment) {
+        let geo = frame_geo();
+        let mut header = [0u8; 24];
+        header[..4].copy_from_slice(&2u32.to_ne_bytes());
+        header[8..16].copy_from_slice(&(geo.capacity).to_ne_bytes());
+        header[16..24].copy_from_slice(&16u64.to_ne_bytes());
+        write(seg, 0, &header);
+        if let Ok((at, _)) = crate::pipe::layout(&geo, 2) {
+            for a in at {
+                if let Ok(ctl) = seg.get::<RingCtl>(Offset::new(a)) {
+                    geo.init(ctl);
+                }
+            }
+        }
+    }
+    /// Writes `bytes` at payload offset `at`, as far as they fit.
+    fn write(seg: &Segment, at: usize, bytes: &[u8]) {
+        let n = bytes.len().min(seg.payload_len().saturating_sub(at));
+        // SAFETY: `at + n <= payload_len`; nobody else maps this fresh segment.
+        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), seg.payload_ptr().as_ptr().add(at), n) };
+    }
+    fn cells_fix<T>(seg: &Segment, code: u32) {
+        let tag = seg.header().map_or(0, |h| h.kind_tag);
+        let fields =
+            [std::mem::size_of::<T>() as u64, std::mem::align_of::<T>() as u64, 0, u64::from(code), tag];
+        for (i, f) in fields.iter().enumerate() {
+            if i != 2 {
+                write(seg, 24 + 8 * i, &f.to_ne_bytes());
+            }
+        }
+    }
+    fn cond_size<L: crate::shm::Shareable>() -> usize {
+        let mut l = Layout::new();
+        l.push::<L>();
+        l.push::<crate::futex::WaitCell>();
+        l.size()
+    }
+    let ring = |geo: Geometry| Ring::size_for(&geo).expect("size");
+    let pipe = crate::pipe::layout(&frame_geo(), 2).expect("pipe layout").1;
+    let tag = Kind::tag_of::<u64>;
+    let cells = crate::value::cells::DATA_AT;
+    use crate::value::{KIND_ARRAY, KIND_RAW_ARRAY, KIND_RAW_VALUE, KIND_VALUE};
+    vec![
+        (Kind::RAW, 256, none),
+        (Kind::PING_PONG, 256, none),
+        (Kind::new(3, std::mem::size_of::<RawLock>() as u64), std::mem::size_of::<RawLock>(), none),
+        (Kind::new(4, std::mem::size_of::<RawRLock>() as u64), std::mem::size_of::<RawRLock>(), none),
+        (Kind::new(5, std::mem::size_of::<RawSemaphore>() as u64), std::mem::size_of::<RawSemaphore>(), none),
+        (Kind::new(6, std::mem::size_of::<RawEvent>() as u64), std::mem::size_of::<RawEvent>(), none),
+        (Kind::new(7, 1), cond_size::<RawLock>(), none),
+        (Kind::new(7, 2), cond_size::<RawRLock>(), none),
+        (Kind::new(8, std::mem::size_of::<RawBarrier>() as u64), std::mem::size_of::<RawBarrier>(), none),
+        (Kind::new(crate::queue::KIND_QUEUE, tag()), ring(mpmc_geo()), |s| ring_fix(s, mpmc_geo())),
+        (Kind::new(crate::queue::KIND_JOINABLE, tag()), ring(mpmc_geo()), |s| ring_fix(s, mpmc_geo())),
+        (Kind::new(crate::queue::KIND_FRAMES, 0), ring(frame_geo()), |s| ring_fix(s, frame_geo())),
+        (Kind::new(crate::queue::KIND_SERDE, tag()), ring(frame_geo()), |s| ring_fix(s, frame_geo())),
+        (Kind::new(crate::queue::KIND_SPSC, tag()), ring(spsc_geo()), |s| ring_fix(s, spsc_geo())),
+        (Kind::new(KIND_VALUE, tag()), cells + 8, |s| cells_fix::<u64>(s, KIND_VALUE)),
+        (Kind::new(KIND_ARRAY, Kind::tag_of::<u32>()), cells + 64, |s| cells_fix::<u32>(s, KIND_ARRAY)),
+        (Kind::new(KIND_RAW_VALUE, tag()), cells + 8, |s| cells_fix::<u64>(s, KIND_RAW_VALUE)),
+        (Kind::new(KIND_RAW_ARRAY, Kind::tag_of::<u32>()), cells + 64, |s| {
+            cells_fix::<u32>(s, KIND_RAW_ARRAY)
+        }),
+        (Kind::new(crate::pipe::KIND_PIPE, 0), pipe, pipe_fix),
+        (Kind::new(19, 0), 256, none),
+        (Kind::user(7, 7), 256, none),
+        (Kind::new(4242, 0), 256, none),
+    ]
+}
+
+/// An input for [`inspect_state`] that builds a segment of `kind` (one of the kinds it knows:
+/// the sync kinds with this build's tags; queues of `u64`, frames, SPSC of `u64`; `Value<u64>`,
+/// `Array<u32>`, `RawValue<u64>`, `RawArray<u32>`; pipes; raw, user and unknown kinds) with
+/// `payload`, of the payload's own length (`own_size`) or of a small real object's, with the
+/// geometry fix-up if `fix`.
+///
+/// # Panics
+/// If `kind` is not one of them.
+pub fn inspect_input(kind: Kind, fix: bool, own_size: bool, payload: &[u8]) -> Vec<u8> {
+    let pick = inspect_kinds().iter().position(|k| k.0 == kind).expect("a kind inspect_state builds");
+    let mut input = vec![pick as u8, u8::from(fix) | u8::from(own_size) << 1];
+    input.extend_from_slice(payload);
+    input
+}
+
+/// Returns whether the payload was decoded as its kind's object (not corrupted, not left
+/// uninterpreted).
+///
+/// Arbitrary bytes as the payload of a segment of each kind `shmkit inspect` decodes (byte 0
+/// picks the kind, byte 1 the options: bit 0 writes a valid geometry or header over the garbage,
+/// bit 1 sizes the payload by the input instead of as a small real object): the report is made
+/// without a panic, an out-of-bounds read or a change to any byte, and its text is bounded and
+/// names the kind.
+pub fn inspect_state(data: &[u8]) -> bool {
+    use crate::inspect::{inspect_segment, Contents};
+
+    let (pick, flags, payload) = match data {
+        [a, b, rest @ ..] => (*a, *b, rest),
+        _ => (0, 0, data),
+    };
+    let kinds = inspect_kinds();
+    let (kind, size, fix) = kinds[pick as usize % kinds.len()];
+    let size = if flags & 2 != 0 { payload.len().min(1 << 16) } else { size };
+    let seg = Segment::anonymous(kind, size).expect("anonymous segment");
+    let n = payload.len().min(size);
+    // SAFETY: `n` bytes fit the payload; nobody else maps this fresh segment.
+    unsafe { std::ptr::copy_nonoverlapping(payload.as_ptr(), seg.payload_ptr().as_ptr(), n) };
+    if flags & 1 != 0 {
+        fix(&seg);
+    }
+    // SAFETY: the payload is `payload_len` bytes of our own mapping; nobody else writes it.
+    let bytes =
+        || unsafe { std::slice::from_raw_parts(seg.payload_ptr().as_ptr(), seg.payload_len()).to_vec() };
+    let before = bytes();
+    let report = inspect_segment(&seg).expect("a header this process wrote decodes");
+    let text = report.to_string();
+    assert!(text.len() < 64 * 1024, "a report of {} bytes", text.len());
+    assert!(text.contains(kind.name()), "{text}");
+    assert_eq!(bytes(), before, "inspecting changed the segment");
+    assert_eq!(report.header.kind(), kind);
+    !matches!(report.contents, Contents::Corrupted(_) | Contents::NotInterpreted(_))
+}

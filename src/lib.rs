@@ -14,8 +14,9 @@
 //! | [`value`] — shared data | [`Value`](value::Value), [`RawValue`](value::RawValue), [`Array`](value::Array), [`RawArray`](value::RawArray) |
 //! | [`pipe`] — connections | [`Pipe`](pipe::Pipe), [`Connection`](pipe::Connection), [`wait`](pipe::wait) — on shared-memory frame rings, end-of-file on close or death |
 //! | [`process`] — processes | [`Process`](process::Process) (fork and spawn start methods, [`init`](process::init)), [`Pool`](process::Pool) (`map`, `imap`, `imap_unordered`, `starmap`, `apply_async` → [`AsyncResult`](process::AsyncResult)), [`current_process`](process::current_process), [`active_children`](process::active_children), [`cpu_count`](process::cpu_count), [`Wire`](process::Wire) — a killed worker gives `WorkerDied`, never a hang |
+//! | [`inspect`] — diagnostics | [`inspect`](inspect::inspect), [`inspect_segment`](inspect::inspect_segment) → [`Report`](inspect::Report) (what a segment holds, read without touching it: `shmkit inspect NAME`) |
 //! | [`util`] — helpers | [`ProcessToken`](util::proc::ProcessToken) (pid + start time), [`Liveness`](util::proc::Liveness) |
-//! | `bench` (feature) | peer implementations for the benchmarks: pipe, socketpair, spin ring |
+//! | `bench` (feature) | the workloads and peers of the benchmarks and `shmkit bench` (pipe, socketpair, POSIX mq, ipc-channel, crossbeam, pthread mutexes, raw_sync, Python's multiprocessing, spin rings), the suite runner and machine facts |
 //!
 //! Everything is Linux-only: futexes, `memfd_create`, `/dev/shm`, `/proc`.
 //!
@@ -45,6 +46,9 @@ pub mod value;
 
 #[cfg(not(loom))]
 pub mod process;
+
+#[cfg(not(loom))]
+pub mod inspect;
 
 #[cfg(all(feature = "bench", not(loom)))]
 pub mod bench;

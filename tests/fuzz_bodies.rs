@@ -541,3 +541,161 @@ proptest! {
         shmkit::__fuzz::spawn_payload(&bytes);
     }
 }
+
+/// The payloads of real named objects of every kind `inspect_state` builds (locks held, queues
+/// and pipes with messages, a barrier, values), as read from their files in `/dev/shm`: starting
+/// points the mutations below stay close to. Made once.
+fn inspect_snapshots() -> &'static [(Kind, Vec<u8>)] {
+    use shmkit::pipe::Pipe;
+    use shmkit::queue::{FrameQueue, JoinableQueue, Queue, SpscQueue};
+    use shmkit::sync::{Barrier, BoundedSemaphore, Condition, Event, Lock, RLock, Semaphore};
+    use shmkit::value::{Array, RawArray, RawValue, Value};
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    static SNAPSHOTS: std::sync::OnceLock<Vec<(Kind, Vec<u8>)>> = std::sync::OnceLock::new();
+    SNAPSHOTS.get_or_init(|| {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let name =
+            || format!("shmkit-fuzz-snap-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed));
+        let mut out = Vec::new();
+        let mut take = |name: &str| {
+            let bytes = std::fs::read(format!("/dev/shm/{name}")).unwrap();
+            let kind = Header::decode(&bytes).unwrap().kind();
+            out.push((kind, bytes[PAYLOAD_OFFSET..].to_vec()));
+        };
+        let n = name();
+        let raw = Segment::create(&n, Kind::RAW, 64).unwrap();
+        take(&n);
+        let n = name();
+        let lock = Lock::create(&n).unwrap();
+        let g = lock.lock().unwrap();
+        take(&n);
+        drop(g);
+        let n = name();
+        let rlock = RLock::create(&n).unwrap();
+        let (g1, g2) = (rlock.lock().unwrap(), rlock.lock().unwrap());
+        take(&n);
+        drop((g2, g1));
+        let n = name();
+        let sem = Semaphore::create(&n, 2).unwrap();
+        take(&n);
+        let n = name();
+        let bsem = BoundedSemaphore::create(&n, 3).unwrap();
+        bsem.acquire();
+        take(&n);
+        let n = name();
+        let ev = Event::create(&n).unwrap();
+        ev.set();
+        take(&n);
+        let n = name();
+        let cond: Condition = Condition::create(&n).unwrap();
+        let g = cond.lock().unwrap();
+        take(&n);
+        drop(g);
+        let n = name();
+        let rcond: Condition<RLock> = Condition::create(&n).unwrap();
+        take(&n);
+        let n = name();
+        let barrier = Barrier::create(&n, 3).unwrap();
+        take(&n);
+        let n = name();
+        let q = Queue::<u64>::create(&n, 4).unwrap();
+        for i in 0..3 {
+            q.send(i).unwrap();
+        }
+        q.recv().unwrap();
+        take(&n);
+        let n = name();
+        let jq = JoinableQueue::<u64>::create(&n, 4).unwrap();
+        jq.put(1).unwrap();
+        jq.put(2).unwrap();
+        take(&n);
+        let n = name();
+        let fq = FrameQueue::create(&n, 2, 16).unwrap();
+        fq.send_bytes(b"hello").unwrap();
+        take(&n);
+        let n = name();
+        let (tx, rx) = SpscQueue::<u64>::create(&n, 3).unwrap().split();
+        assert_eq!(tx.try_send_slice(&[1, 2]), Ok(2));
+        take(&n);
+        let n = name();
+        let value = Value::create(&n, 42u64).unwrap();
+        take(&n);
+        let n = name();
+        let array = Array::create(&n, &[5u32; 16]).unwrap();
+        take(&n);
+        let n = name();
+        let raw_value = RawValue::create(&n, 7u64).unwrap();
+        take(&n);
+        let n = name();
+        let raw_array = RawArray::create(&n, &[9u32; 16]).unwrap();
+        take(&n);
+        let n = name();
+        let pipe = Pipe::builder().capacity(2).max_message(16).create(&n).unwrap();
+        pipe.send_bytes(b"hi").unwrap();
+        take(&n);
+        drop((raw, lock, rlock, sem, bsem, ev, cond, rcond, barrier, q, jq, fq, tx, rx));
+        drop((value, array, raw_value, raw_array, pipe));
+        out
+    })
+}
+
+#[test]
+fn inspect_state_seeds() {
+    let snaps = inspect_snapshots();
+    assert_eq!(snaps.len(), 18);
+    for (kind, payload) in snaps {
+        let decoded =
+            shmkit::__fuzz::inspect_state(&shmkit::__fuzz::inspect_input(*kind, false, true, payload));
+        assert_eq!(decoded, *kind != Kind::RAW, "a real {kind} decodes (a raw segment is not interpreted)");
+        // Truncated: never a panic, and nothing decodes from fewer bytes than a semaphore's.
+        for cut in [0, 1, 15, 24, payload.len() / 2, payload.len().saturating_sub(1)] {
+            let cut = &payload[..cut.min(payload.len())];
+            let input = shmkit::__fuzz::inspect_input(*kind, false, true, cut);
+            let decoded = shmkit::__fuzz::inspect_state(&input);
+            assert!(!decoded || cut.len() >= 12, "{kind} decoded from {} bytes", cut.len());
+        }
+        // Garbage of the real size, with and without the fix-ups.
+        for fill in [0x00, 0x01, 0x7f, 0xff] {
+            for fix in [false, true] {
+                shmkit::__fuzz::inspect_state(&shmkit::__fuzz::inspect_input(
+                    *kind,
+                    fix,
+                    true,
+                    &vec![fill; payload.len()],
+                ));
+            }
+        }
+    }
+    shmkit::__fuzz::inspect_state(&[]);
+    for pick in 0..=255u8 {
+        shmkit::__fuzz::inspect_state(&[pick, 0]);
+        shmkit::__fuzz::inspect_state(&[pick, 1]);
+        shmkit::__fuzz::inspect_state(&[pick, 3]);
+    }
+}
+
+proptest! {
+    // Each case maps one segment and makes one report.
+    #![proptest_config(ProptestConfig { cases: 500, ..ProptestConfig::default() })]
+
+    #[test]
+    fn inspect_state_random(bytes in proptest::collection::vec(any::<u8>(), 0..3000)) {
+        shmkit::__fuzz::inspect_state(&bytes);
+    }
+
+    #[test]
+    fn inspect_state_mutated(
+        pick in any::<prop::sample::Index>(),
+        flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..12),
+        fix in any::<bool>(),
+    ) {
+        let (kind, snap) = pick.get(inspect_snapshots());
+        let mut bytes = snap.clone();
+        for (at, v) in flips {
+            let i = at.index(bytes.len());
+            bytes[i] = v;
+        }
+        shmkit::__fuzz::inspect_state(&shmkit::__fuzz::inspect_input(*kind, fix, true, &bytes));
+    }
+}

@@ -6,20 +6,25 @@
 //! child are pinned to different cores when there are two or more.
 
 pub mod demo;
+pub mod machine;
 mod peers;
 mod pipe_peers;
+mod python;
 pub mod queue_peers;
+pub mod suite;
 mod sync_peers;
 mod value_peers;
 
 pub use peers::{rtt, rtt_shm, tput, RttPeer, TputPeer};
 pub use pipe_peers::{pipe_bulk, pipe_rtt, pipe_tput, PipeBulkPeer, PipeRttPeer, PipeTputPeer};
+pub use python::{python_run, python_version};
 pub use queue_peers::{
-    bulk, idle_cpu, oversubscribed, posix_mq_tput, rtt_queue, BulkPeer, IdlePeer, OversubPeer, BULK_BYTES,
+    bulk, crossbeam_threads_tput, idle_cpu, ipc_channel_tput, oversubscribed, posix_mq_tput, rtt_queue,
+    BulkPeer, IdlePeer, OversubPeer, BULK_BYTES,
 };
 pub use sync_peers::{
     event_wake_rtt, lock_contended_2proc, lock_uncontended, owner_died_recovery, EventPeer, FutexMutex,
-    FutexMutexGuard, LockPeer, OwnerDiedPeer, PthreadMutex, PthreadMutexGuard,
+    FutexMutexGuard, LockPeer, OwnerDiedPeer, PthreadMutex, PthreadMutexGuard, RawSyncMutex,
 };
 pub use value_peers::{value_incr_2proc, ValuePeer};
 

@@ -1,7 +1,7 @@
 //! Queue workloads beside `peers.rs`: POSIX message queues, producers oversubscribing the
 //! cores, 64 KiB messages, a round trip through two queues, the CPU an idle blocked receiver
-//! burns, and the fork/pin plumbing that `benches/queue.rs` uses for the peers that live in
-//! dev-dependencies (ipc-channel, crossbeam-channel).
+//! burns, ipc-channel between processes and crossbeam-channel between threads, and the
+//! fork/pin plumbing that `benches/queue.rs` uses for its serde peers.
 //!
 //! Every child is forked with `PDEATHSIG` (it dies with the parent) and an `alarm` of 65 s,
 //! the 60 s peer timeout plus 5 (it dies on its own if it hangs), and is reaped with a
@@ -172,7 +172,11 @@ impl Drop for PinGuard {
     }
 }
 
-pub(crate) fn check_seq(expected: u64, got: u64) -> io::Result<()> {
+/// `Ok` if `got` is the `expected` sequence number.
+///
+/// # Errors
+/// An error naming both numbers.
+pub fn check_seq(expected: u64, got: u64) -> io::Result<()> {
     if expected == got {
         Ok(())
     } else {
@@ -324,6 +328,74 @@ pub fn posix_mq_tput(msgs: u64) -> io::Result<Duration> {
     let r = unsafe { run_pair(child, parent) };
     drop(mq);
     r
+}
+
+/// An ipc-channel error as an `io::Error`.
+pub fn ipc_err(e: impl std::fmt::Debug) -> io::Error {
+    io::Error::other(format!("ipc-channel: {e:?}"))
+}
+
+/// Times `msgs` 8-byte messages over an ipc-channel (0.23: a Unix socket, postcard frames)
+/// made before the fork: the child sends, the parent receives with a blocking `recv`, which
+/// ends with `Disconnected` if the child dies. After a warm-up message; every value checked.
+///
+/// # Errors
+/// An OS or ipc-channel error, or a corrupted sequence.
+pub fn ipc_channel_tput(msgs: u64) -> io::Result<Duration> {
+    let (tx, rx) = ipc_channel::ipc::channel::<u64>()?;
+    let total = msgs + 1;
+    let child = move || {
+        for i in 1..=total {
+            if tx.send(i).is_err() {
+                return 2;
+            }
+        }
+        0
+    };
+    let parent = move || {
+        let mut start = Instant::now();
+        for i in 1..=total {
+            check_seq(i, rx.recv().map_err(ipc_err)?)?;
+            if i == 1 {
+                start = Instant::now();
+            }
+        }
+        Ok(start.elapsed())
+    };
+    // SAFETY: called from the single-threaded bench processes, like every workload here
+    // (ipc-channel starts no thread of its own for a channel).
+    unsafe { run_pair(child, parent) }
+}
+
+/// Times `msgs` 8-byte messages through a bounded crossbeam channel (4096) between two
+/// threads of this process, pinned to CPUs 1 (sender) and 0 (receiver): the in-process
+/// scale for the queues. After a warm-up message; every value checked.
+///
+/// # Errors
+/// A corrupted sequence, or the sender thread died.
+pub fn crossbeam_threads_tput(msgs: u64) -> io::Result<Duration> {
+    let (tx, rx) = crossbeam_channel::bounded::<u64>(4096);
+    let total = msgs + 1;
+    std::thread::scope(|s| {
+        s.spawn(move || {
+            let _pin = pin_thread(1);
+            for i in 1..=total {
+                if tx.send(i).is_err() {
+                    return;
+                }
+            }
+        });
+        let _pin = pin_thread(0);
+        let mut start = Instant::now();
+        for i in 1..=total {
+            // A panicked sender drops `tx`, so this cannot block forever.
+            check_seq(i, rx.recv().map_err(io::Error::other)?)?;
+            if i == 1 {
+                start = Instant::now();
+            }
+        }
+        Ok(start.elapsed())
+    })
 }
 
 // ---------------------------------------------------------------------------------------

@@ -19,10 +19,9 @@
 //!   `lock` returns `EOWNERDEAD`).
 //! - `std::sync::Mutex`, process-local, for scale only.
 //!
-//! The `raw_sync` crate (0.1.5) is not a peer: its last release is from October 2020, it
-//! declares its dependencies as `nix = "0.*"` and `libc = "0.*"`, and its Unix mutex is a
-//! `PTHREAD_PROCESS_SHARED` `pthread_mutex_t` reached through a `Box<dyn LockImpl>`, i.e.
-//! [`PthreadMutex`] plus one indirect call.
+//! - [`RawSyncMutex`]: the `raw_sync` crate's `Mutex` (0.1.5, the last release, October
+//!   2020) in shared memory: a `PTHREAD_PROCESS_SHARED` `pthread_mutex_t` (not robust)
+//!   reached through a `Box<dyn LockImpl>`.
 //!
 //! [`futex`]: crate::futex
 
@@ -291,6 +290,59 @@ impl Drop for PthreadMutexGuard<'_> {
     }
 }
 
+/// The `raw_sync` crate's `Mutex` in an anonymous shared mapping (inherited by `fork`).
+///
+/// ```
+/// use shmkit::bench::RawSyncMutex;
+///
+/// let m = RawSyncMutex::new()?;
+/// drop(m.lock()?);
+/// # Ok::<(), std::io::Error>(())
+/// ```
+pub struct RawSyncMutex {
+    // Declared before `_seg`, so dropped while the memory it points into is still mapped.
+    m: Box<dyn raw_sync::locks::LockImpl>,
+    _seg: Segment,
+}
+
+impl std::fmt::Debug for RawSyncMutex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RawSyncMutex").field("at", &self.m.as_raw()).finish()
+    }
+}
+
+/// Bytes for the mutex (`Mutex::size_of` is 40 on x86-64 glibc) and its empty data area.
+const RAW_SYNC_BYTES: usize = 128;
+
+impl RawSyncMutex {
+    /// A new unlocked mutex, made by `raw_sync::locks::Mutex::new` in a fresh mapping.
+    ///
+    /// # Errors
+    /// As [`Segment::anonymous`], or raw_sync's error.
+    pub fn new() -> io::Result<RawSyncMutex> {
+        use raw_sync::locks::{LockInit, Mutex};
+        let seg = Segment::anonymous(Kind::RAW, RAW_SYNC_BYTES).map_err(other)?;
+        if Mutex::size_of(None) > RAW_SYNC_BYTES {
+            return Err(other("raw_sync's Mutex does not fit its slot"));
+        }
+        let base = seg.payload_ptr().cast::<u8>().as_ptr();
+        // SAFETY: `base` starts RAW_SYNC_BYTES of zeroed memory in a mapping `seg` owns and
+        // nothing else sees yet; raw_sync initialises a pthread mutex at `base` (its size
+        // checked above) and records `base + size` as the (unused, empty) data pointer.
+        let (m, _) = unsafe { Mutex::new(base, base.add(Mutex::size_of(None))) }.map_err(other)?;
+        Ok(RawSyncMutex { m, _seg: seg })
+    }
+
+    /// Blocks until held; the guard unlocks on drop.
+    ///
+    /// # Errors
+    /// raw_sync's error (a failed `pthread_mutex_lock`).
+    #[inline]
+    pub fn lock(&self) -> io::Result<raw_sync::locks::LockGuard<'_>> {
+        self.m.lock().map_err(other)
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // Locks: uncontended and contended
 // ---------------------------------------------------------------------------------------
@@ -306,23 +358,26 @@ pub enum LockPeer {
     PthreadPshared,
     /// [`PthreadMutex`] with `PTHREAD_PROCESS_SHARED` and `PTHREAD_MUTEX_ROBUST`.
     PthreadPsharedRobust,
+    /// [`RawSyncMutex`]: the `raw_sync` crate's `Mutex`.
+    RawSync,
     /// `std::sync::Mutex<()>`, process-local (scale only).
     StdMutex,
 }
 
 impl LockPeer {
     /// Every implementation, shmkit first (`lock_uncontended/*`).
-    pub const ALL: [LockPeer; 5] = [
+    pub const ALL: [LockPeer; 6] = [
         LockPeer::Shmkit,
         LockPeer::BareFutex3State,
         LockPeer::PthreadPshared,
         LockPeer::PthreadPsharedRobust,
+        LockPeer::RawSync,
         LockPeer::StdMutex,
     ];
 
     /// The process-shared ones measured between two processes (`lock_contended_2proc/*`).
-    pub const CONTENDED: [LockPeer; 3] =
-        [LockPeer::Shmkit, LockPeer::BareFutex3State, LockPeer::PthreadPshared];
+    pub const CONTENDED: [LockPeer; 4] =
+        [LockPeer::Shmkit, LockPeer::BareFutex3State, LockPeer::PthreadPshared, LockPeer::RawSync];
 
     /// The benchmark id (`lock_uncontended/<name>`, `lock_contended_2proc/<name>`).
     pub fn name(self) -> &'static str {
@@ -331,6 +386,7 @@ impl LockPeer {
             LockPeer::BareFutex3State => "bare_futex_3state",
             LockPeer::PthreadPshared => "pthread_pshared",
             LockPeer::PthreadPsharedRobust => "pthread_pshared_robust",
+            LockPeer::RawSync => "raw_sync",
             LockPeer::StdMutex => "std_mutex",
         }
     }
@@ -374,6 +430,14 @@ pub fn lock_uncontended(peer: LockPeer, iters: u64) -> io::Result<Duration> {
             time_loop(iters, || {
                 let g = m.lock();
                 failed |= !matches!(g, Ok(ref g) if !g.owner_died());
+                black_box(&g);
+            })
+        }
+        LockPeer::RawSync => {
+            let m = RawSyncMutex::new()?;
+            time_loop(iters, || {
+                let g = m.lock();
+                failed |= g.is_err();
                 black_box(&g);
             })
         }
@@ -458,6 +522,16 @@ pub fn lock_contended_2proc(peer: LockPeer, iters: u64) -> io::Result<Duration> 
         }
         LockPeer::PthreadPshared => {
             let m = PthreadMutex::new(false)?;
+            race_2proc(iters, iters, || match m.lock() {
+                Ok(_g) => {
+                    bump(counter);
+                    true
+                }
+                Err(_) => false,
+            })
+        }
+        LockPeer::RawSync => {
+            let m = RawSyncMutex::new()?;
             race_2proc(iters, iters, || match m.lock() {
                 Ok(_g) => {
                     bump(counter);

@@ -104,7 +104,7 @@ unsafe impl Shareable for PipeHeader {}
 const RINGS_AT: usize = 128;
 
 /// Where the rings of a pipe with this geometry live, and the bytes it needs.
-fn layout(geo: &Geometry, rings: usize) -> Result<([usize; 2], usize), GeometryError> {
+pub(crate) fn layout(geo: &Geometry, rings: usize) -> Result<([usize; 2], usize), GeometryError> {
     let ring = Ring::size_for(geo)?.checked_next_multiple_of(128).ok_or(GeometryError::TooLarge)?;
     let second = RINGS_AT.checked_add(ring).ok_or(GeometryError::TooLarge)?;
     let total = RINGS_AT.checked_add(ring.checked_mul(rings).ok_or(GeometryError::TooLarge)?);
@@ -354,6 +354,56 @@ impl Pipe {
         h.peer_attached.store(1, Ordering::Release);
         Ok(conn)
     }
+}
+
+/// What a pipe segment holds, for [`crate::inspect`]: its header and each direction's ring,
+/// validated as [`attach`] validates them but read without being used (no end is opened, no
+/// member registered: see `Ring`'s `view`).
+pub(crate) fn inspect(seg: &Segment, kind: Kind) -> crate::inspect::Contents {
+    use crate::inspect::{Contents, PipeView, OTHER_LAYOUT};
+    use crate::queue::frames::describe;
+    use crate::queue::ring::view;
+
+    if kind != pipe_kind() {
+        return OTHER_LAYOUT;
+    }
+    let Ok(h) = seg.get::<PipeHeader>(Offset::new(0)) else {
+        return Contents::Corrupted("payload too small for a pipe header");
+    };
+    // Relaxed (every load here): a snapshot for display, maybe of read-only memory.
+    let rings = h.rings.load(Ordering::Relaxed);
+    let capacity = h.capacity.load(Ordering::Relaxed);
+    let max_message = h.max_message.load(Ordering::Relaxed);
+    if rings != 1 && rings != 2 {
+        return Contents::Corrupted("pipe ring count neither 1 nor 2");
+    }
+    let geo = usize::try_from(capacity)
+        .ok()
+        .zip(usize::try_from(max_message).ok())
+        .and_then(|(c, m)| frame_geometry(c, m).ok());
+    let Some(geo) = geo else { return Contents::Corrupted("impossible pipe capacity or message size") };
+    let Ok((at, total)) = layout(&geo, rings as usize) else {
+        return Contents::Corrupted("impossible pipe capacity or message size");
+    };
+    if total > seg.payload_len() {
+        return Contents::Corrupted("pipe larger than its segment");
+    }
+    let ring = |a: usize| {
+        let mut r = view(seg, a, FLAVOR_MPMC, false)?;
+        // Each ring must have the header's shape: a larger one would reach into the next.
+        if (r.capacity, r.slots, r.slot_bytes) != (geo.capacity, geo.slots, geo.elem_size) {
+            return Err("ring differs from the pipe header");
+        }
+        describe(&mut r);
+        Ok(r)
+    };
+    Contents::Pipe(PipeView {
+        duplex: rings == 2,
+        peer_attached: h.peer_attached.load(Ordering::Relaxed) != 0,
+        capacity,
+        max_message,
+        rings: at[..rings as usize].iter().map(|&a| ring(a)).collect(),
+    })
 }
 
 /// Attaches the rings of a pipe segment, validating its header (the fuzzed decoder).

@@ -40,6 +40,15 @@ pub(crate) fn max_frame(ring: &Ring) -> usize {
     ring.geo.elem_size - LEN_BYTES
 }
 
+/// Adds the largest frame to a ring's view (for [`crate::inspect`]): the slot less its length
+/// prefix.
+pub(crate) fn describe(ring: &mut crate::inspect::RingView) {
+    match ring.slot_bytes.checked_sub(LEN_BYTES) {
+        Some(max) => ring.max_frame = Some(max),
+        None => ring.problems.push("slots smaller than a frame's length prefix"),
+    }
+}
+
 /// Sends one frame over a ring of frames (shared by [`FrameQueue`] and the pipe).
 pub(crate) fn send_frame<'a>(ring: &Ring, msg: &'a [u8], wait: Wait) -> Result<(), SendError<&'a [u8]>> {
     let max = max_frame(ring);

@@ -82,6 +82,33 @@ pub(crate) fn kind_for<T>(code: u32) -> crate::shm::Kind {
     crate::shm::Kind::new(code, crate::shm::Kind::tag_of::<T>())
 }
 
+/// What a queue segment holds, for [`crate::inspect`]: the ring at payload offset 0, read
+/// without being used (see [`ring::view`]).
+#[cfg(not(loom))]
+pub(crate) fn inspect(seg: &crate::shm::Segment, kind: crate::shm::Kind) -> crate::inspect::Contents {
+    use crate::inspect::{Contents, OTHER_LAYOUT};
+    use raw::{FLAVOR_MPMC, FLAVOR_SPSC};
+
+    let (flavor, joinable, frames) = match kind.code {
+        KIND_QUEUE => (FLAVOR_MPMC, false, false),
+        KIND_JOINABLE => (FLAVOR_MPMC, true, false),
+        // A frame queue's tag is 0; a serde queue's names its value type.
+        KIND_FRAMES if kind.tag != 0 => return OTHER_LAYOUT,
+        KIND_FRAMES | KIND_SERDE => (FLAVOR_MPMC, false, true),
+        KIND_SPSC => (FLAVOR_SPSC, false, false),
+        _ => return OTHER_LAYOUT,
+    };
+    match ring::view(seg, 0, flavor, joinable) {
+        Ok(mut r) => {
+            if frames {
+                frames::describe(&mut r);
+            }
+            Contents::Queue(r)
+        }
+        Err(why) => Contents::Corrupted(why),
+    }
+}
+
 /// Crash-recovery counters of a queue.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Stats {

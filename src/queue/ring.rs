@@ -840,3 +840,172 @@ pub(crate) fn block_with<R>(
         }
     }
 }
+
+// ---- Read-only view (`shmkit inspect`) ----
+
+/// Stamps read at most by [`view`]: a larger ring is scanned from its head, where claims sit.
+const SCAN_MAX: u64 = 1 << 16;
+/// Claims listed (each with a liveness check) at most.
+const CLAIMS_LISTED: usize = 16;
+/// Reads of `head` and `tail` until a pair is taken while `head` stood still.
+const POSITION_TRIES: usize = 4;
+
+/// What the ring at payload offset `at` of `seg` records, for [`crate::inspect`]: geometry
+/// (validated as an opener validates it), positions, flags, counters, member records, parked
+/// peers and in-flight slots. Reads only, with Relaxed loads (the segment may be mapped
+/// read-only): it registers no member, claims no slot and wakes nobody, so it does not count as
+/// a holder of either role. Every index is masked by the validated geometry and every address
+/// bounds-checked by `Segment::get`; the work is bounded (64 member records, [`SCAN_MAX`]
+/// stamps, [`CLAIMS_LISTED`] liveness checks of claimers).
+///
+/// # Errors
+/// Why the control block cannot be a ring of `flavor` in this segment.
+pub(crate) fn view(
+    seg: &Segment,
+    at: usize,
+    flavor: u32,
+    joinable: bool,
+) -> Result<crate::inspect::RingView, &'static str> {
+    use crate::inspect::{Holder, MemberView, RingView, SlotClaim, SlotClaims};
+
+    if at % 128 != 0 {
+        return Err("ring offset not 128-aligned");
+    }
+    let ctl: &RingCtl =
+        seg.get(Offset::new(at)).map_err(|_| "payload too small for a ring's control block")?;
+    // Relaxed (every load below): a snapshot for display, maybe of read-only memory.
+    let found = ctl.flavor.load(Ordering::Relaxed);
+    if found != flavor {
+        return Err(if found == FLAVOR_MPMC || found == super::raw::FLAVOR_SPSC {
+            "the ring's flavour differs from the segment's kind"
+        } else {
+            "unknown ring flavour"
+        });
+    }
+    let elem = ctl.elem_size.load(Ordering::Relaxed) as usize;
+    let geo = Geometry::read(ctl, flavor, elem).map_err(|e| match e {
+        GeometryError::Mismatch(what) => what,
+        GeometryError::ZeroCapacity => "capacity 0",
+        GeometryError::TooLarge => "ring geometry too large",
+    })?;
+    let (_, slots_at, total) = Ring::layout(&geo).map_err(|_| "ring geometry too large")?;
+    if at.checked_add(total).is_none_or(|end| end > seg.payload_len()) {
+        return Err("ring larger than its segment");
+    }
+    let mut problems = Vec::new();
+
+    // `head` first: `tail` only grows, so a pair read in this order has `head <= tail` unless
+    // the ring is corrupted. Retried while consumers move `head`, so that a busy SPSC ring is
+    // not reported more than full.
+    let (mut head, mut tail) = (0, 0);
+    for _ in 0..POSITION_TRIES {
+        head = ctl.head.load(Ordering::Relaxed);
+        tail = ctl.tail.load(Ordering::Relaxed);
+        if ctl.head.load(Ordering::Relaxed) == head {
+            break;
+        }
+    }
+    let used = tail.wrapping_sub(head);
+    let depth = if tail < head {
+        problems.push("head ahead of tail");
+        0
+    } else if used > geo.capacity {
+        problems.push("head and tail more than the capacity apart");
+        geo.capacity
+    } else {
+        used
+    };
+
+    let liveness_of = |pid: u32| {
+        // A claimer's start time is in its member record, if it has one (as `pid_liveness`).
+        let start = ctl
+            .members
+            .iter()
+            .find(|m| m.pid.load(Ordering::Relaxed) == pid)
+            .map_or(0, |m| m.start.load(Ordering::Relaxed));
+        Holder::check(pid, start)
+    };
+    let (members, ends, claims) = if flavor == FLAVOR_MPMC {
+        let members = ctl
+            .members
+            .iter()
+            .filter_map(|m| {
+                let pid = m.pid.load(Ordering::Relaxed);
+                (pid != 0).then(|| MemberView {
+                    holder: Holder::check(pid, m.start.load(Ordering::Relaxed)),
+                    sender: m.senders.load(Ordering::Relaxed) != 0,
+                    receiver: m.receivers.load(Ordering::Relaxed) != 0,
+                })
+            })
+            .collect();
+        let scanned = geo.slots.min(SCAN_MAX);
+        let mut claims = SlotClaims { scanned, writing: 0, reading: 0, listed: Vec::new() };
+        for k in 0..scanned {
+            let idx = (head.wrapping_add(k) & geo.mask()) as usize;
+            // In bounds: `idx < slots` and the slot array was checked to fit above.
+            let Ok(cell) = seg.get(Offset::<AtomicU64>::new(at + slots_at + idx * geo.stride())) else {
+                problems.push("slot stamp outside the segment");
+                break;
+            };
+            let st = mpmc::decode(cell.load(Ordering::Relaxed));
+            let writing = match st.phase {
+                mpmc::WRITING => true,
+                mpmc::READING => false,
+                _ => continue,
+            };
+            if writing {
+                claims.writing += 1;
+            } else {
+                claims.reading += 1;
+            }
+            if claims.listed.len() < CLAIMS_LISTED {
+                claims.listed.push(SlotClaim { position: st.pos, writing, holder: liveness_of(st.pid) });
+            }
+        }
+        (members, None, Some(claims))
+    } else {
+        let ends = [super::spsc::end_view(&ctl.members[0]), super::spsc::end_view(&ctl.members[1])];
+        (Vec::new(), Some(ends), None)
+    };
+
+    // Forks in flight count only while their deadline is near (as in `Ring::forking`).
+    let in_flight = |count: &AtomicU32, until: &AtomicU64| {
+        let until = until.load(Ordering::Relaxed);
+        let now = monotonic_ns();
+        let live = until > now && until - now <= FORK_GRACE.as_nanos() as u64;
+        if live {
+            count.load(Ordering::Relaxed)
+        } else {
+            0
+        }
+    };
+    Ok(RingView {
+        at,
+        spsc: flavor != FLAVOR_MPMC,
+        capacity: geo.capacity,
+        slots: geo.slots,
+        slot_bytes: geo.elem_size,
+        max_frame: None,
+        head,
+        tail,
+        depth,
+        closed: ctl.closed.load(Ordering::Relaxed) != 0,
+        stats: super::Stats {
+            abandoned: ctl.abandoned.load(Ordering::Relaxed),
+            lost: ctl.lost.load(Ordering::Relaxed),
+        },
+        unfinished: joinable.then(|| ctl.unfinished.load(Ordering::Relaxed)),
+        receivers_waiting: ctl.not_empty.sleepers(),
+        senders_waiting: ctl.not_full.sleepers(),
+        joiners_waiting: joinable.then(|| ctl.all_done.sleepers()),
+        members,
+        members_overflow: flavor == FLAVOR_MPMC && ctl.overflow.load(Ordering::Relaxed) != 0,
+        forks_in_flight: (
+            in_flight(&ctl.forking_senders, &ctl.forking_senders_until),
+            in_flight(&ctl.forking_receivers, &ctl.forking_receivers_until),
+        ),
+        ends,
+        claims,
+        problems,
+    })
+}

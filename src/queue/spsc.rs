@@ -53,6 +53,18 @@ fn end_state(m: &Member) -> EndState {
     }
 }
 
+/// Who holds the end recorded in `m`, for [`crate::inspect`] (Relaxed loads: a snapshot,
+/// maybe of read-only memory; nothing is claimed).
+pub(crate) fn end_view(m: &Member) -> crate::inspect::SpscEnd {
+    use crate::inspect::{Holder, SpscEnd};
+    // Relaxed: a snapshot for display.
+    match m.pid.load(Ordering::Relaxed) {
+        0 => SpscEnd::Unclaimed,
+        DROPPED => SpscEnd::Dropped,
+        pid => SpscEnd::Held(Holder::check(pid, m.start.load(Ordering::Relaxed))),
+    }
+}
+
 /// One end of the SPSC ring: the ring, this end's cursor, and which process claimed it.
 struct End<T> {
     ring: Arc<Ring>,

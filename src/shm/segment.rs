@@ -82,6 +82,24 @@ impl Mapping {
     }
 }
 
+impl Mapping {
+    /// A `PROT_READ` shared mapping of `fd` (for inspection): any write through it faults, so
+    /// a reader built on it cannot change a byte. It does not join the membarrier scheme: a
+    /// reader never waits or notifies.
+    fn read_only(len: usize, fd: BorrowedFd<'_>) -> io::Result<Mapping> {
+        // SAFETY: a fresh mapping at an address the kernel picks; no existing memory is
+        // affected. `fd` is open for the duration of the call.
+        let ptr = unsafe {
+            libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ, libc::MAP_SHARED, fd.as_raw_fd(), 0)
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let ptr = NonNull::new(ptr.cast::<u8>()).ok_or_else(|| io::Error::other("mmap returned null"))?;
+        Ok(Mapping { ptr, len })
+    }
+}
+
 impl Drop for Mapping {
     fn drop(&mut self) {
         // SAFETY: `ptr`/`len` are exactly one mapping we own; every reference handed out
@@ -470,6 +488,55 @@ impl Segment {
         }
         let header = Header::decode(&seg.header_bytes())?;
         header.check(kind, size)?;
+        seg.backing = header.backing();
+        Ok(seg)
+    }
+
+    /// Opens a named segment for reading only, whatever its kind (for `shmkit inspect`): the
+    /// file is opened `O_RDONLY | O_NOFOLLOW | O_NONBLOCK` from `/dev/shm` (a symlink or FIFO
+    /// planted there is refused, never followed or waited on), mapped `PROT_READ`, and its header
+    /// decoded and checked against the file's size. Nothing waits for an unpublished header
+    /// (that is `NotReady`), and the segment never unlinks its name.
+    ///
+    /// Every object reached through it lives in read-only memory: read it with `Relaxed` atomic
+    /// loads only (the only atomic accesses Rust guarantees to work on read-only memory) and
+    /// fences; any store faults.
+    ///
+    /// # Errors
+    /// As [`Segment::open`], without `WrongKind`.
+    pub(crate) fn open_read_only(name: &str) -> Result<Segment, ShmOpenError> {
+        use std::os::unix::fs::OpenOptionsExt;
+
+        let cname = shm_name(name)?;
+        let path = format!("{}{}", super::SHM_DIR, cname.to_string_lossy());
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+            .open(&path)
+            .map_err(|e| match e.kind() {
+                io::ErrorKind::NotFound => ShmOpenError::DoesNotExist(name.to_owned()),
+                io::ErrorKind::PermissionDenied => ShmOpenError::PermissionDenied(name.to_owned()),
+                _ => ShmOpenError::Io(e),
+            })?;
+        if !file.metadata()?.is_file() {
+            return Err(ShmOpenError::NotShmkit);
+        }
+        let fd = OwnedFd::from(file);
+        let size = file_size(fd.as_fd())?;
+        if size < PAYLOAD_OFFSET as u64 {
+            return Err(ShmOpenError::TooSmall { size });
+        }
+        let len = usize::try_from(size)
+            .ok()
+            .filter(|&l| l <= isize::MAX as usize)
+            .ok_or(ShmOpenError::Corrupted("file size"))?;
+        let map = Mapping::read_only(len, fd.as_fd())?;
+        let mut seg =
+            Segment { map, backing: Backing::Anonymous, fd: Some(fd), name: Some(cname), unlink_by: None };
+        let header = Header::decode(&seg.header_bytes())?;
+        if header.total_size != size {
+            return Err(ShmOpenError::SizeMismatch { header: header.total_size, actual: size });
+        }
         seg.backing = header.backing();
         Ok(seg)
     }

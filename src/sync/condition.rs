@@ -55,7 +55,7 @@ impl sealed::Sealed for Lock {}
 impl CondLock for Lock {
     type Raw = RawLock;
     type Guard<'a> = LockGuard<'a>;
-    const KIND: Kind = Kind::new(7, 1);
+    const KIND: Kind = Kind::new(KIND_CONDITION, 1);
     fn at_offset(seg: Arc<Segment>, at: Offset<RawLock>) -> Result<Self, OffsetError> {
         Lock::at(seg, at)
     }
@@ -82,7 +82,7 @@ impl sealed::Sealed for RLock {}
 impl CondLock for RLock {
     type Raw = RawRLock;
     type Guard<'a> = RLockGuard<'a>;
-    const KIND: Kind = Kind::new(7, 2);
+    const KIND: Kind = Kind::new(KIND_CONDITION, 2);
     fn at_offset(seg: Arc<Segment>, at: Offset<RawRLock>) -> Result<Self, OffsetError> {
         RLock::at(seg, at)
     }
@@ -135,6 +135,30 @@ pub struct Condition<L: CondLock = Lock> {
 impl<L: CondLock> fmt::Debug for Condition<L> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Condition").field("owner", &self.lock.raw_lock().owner()).finish()
+    }
+}
+
+/// Segment kind code of a condition; the tag says which lock (1: `Lock`, 2: `RLock`).
+pub(crate) const KIND_CONDITION: u32 = 7;
+
+/// What a condition's segment holds, for [`crate::inspect`]: its lock and its cell's parked
+/// waiters, read without being used.
+pub(crate) fn inspect(seg: &Segment, kind: Kind) -> crate::inspect::Contents {
+    use crate::inspect::{Contents, LockView, OTHER_LAYOUT};
+
+    fn view<L: CondLock>(seg: &Segment, lock_view: fn(&L::Raw) -> LockView) -> Contents {
+        let (_, lock_at, cell_at) = layout::<L>();
+        match (seg.get(lock_at), seg.get(cell_at)) {
+            (Ok(lock), Ok(cell)) => Contents::Condition { lock: lock_view(lock), waiters: cell.sleepers() },
+            _ => Contents::Corrupted("payload too small for a condition"),
+        }
+    }
+    if kind == <Lock as CondLock>::KIND {
+        view::<Lock>(seg, RawLock::view)
+    } else if kind == <RLock as CondLock>::KIND {
+        view::<RLock>(seg, RawRLock::view)
+    } else {
+        OTHER_LAYOUT
     }
 }
 

@@ -50,3 +50,31 @@ pub use lock::{Lock, LockGuard, LockResult};
 pub use rlock::{RLock, RLockGuard, RawRLock};
 #[cfg(not(loom))]
 pub use semaphore::{BoundedSemaphore, Semaphore};
+
+/// What a segment of one of this module's kinds holds, for [`crate::inspect`]: the object at
+/// payload offset 0, read without being used (see the `view` functions in `raw`).
+#[cfg(not(loom))]
+pub(crate) fn inspect(seg: &crate::shm::Segment, kind: crate::shm::Kind) -> crate::inspect::Contents {
+    use crate::inspect::{Contents, OTHER_LAYOUT};
+    use crate::shm::{Offset, Shareable};
+
+    fn first<T: Shareable>(seg: &crate::shm::Segment) -> Option<&T> {
+        seg.get(Offset::new(0)).ok()
+    }
+    let too_small = Contents::Corrupted("payload too small for the object its kind names");
+    if kind == lock::LOCK_KIND {
+        first::<RawLock>(seg).map_or(too_small, |l| Contents::Lock(l.view()))
+    } else if kind == rlock::RLOCK_KIND {
+        first::<RawRLock>(seg).map_or(too_small, |l| Contents::RLock(l.view()))
+    } else if kind == semaphore::SEMAPHORE_KIND {
+        first::<RawSemaphore>(seg).map_or(too_small, RawSemaphore::view)
+    } else if kind == event::EVENT_KIND {
+        first::<RawEvent>(seg).map_or(too_small, RawEvent::view)
+    } else if kind == barrier::BARRIER_KIND {
+        first::<RawBarrier>(seg).map_or(too_small, |b| Contents::Barrier(b.view()))
+    } else if kind.code == condition::KIND_CONDITION {
+        condition::inspect(seg, kind)
+    } else {
+        OTHER_LAYOUT
+    }
+}

@@ -714,3 +714,107 @@ impl RawBarrier {
         }
     }
 }
+
+// ---- Read-only views (`shmkit inspect`) ----
+
+/// What the state words record, for [`crate::inspect`]. Only Relaxed loads and fences: the
+/// state may sit in a read-only mapping, where Rust guarantees no other atomic access, and
+/// nothing is written, taken over or woken. Indices are bounded as in the algorithms.
+#[cfg(not(loom))]
+mod view {
+    use super::*;
+    use crate::inspect::{BarrierView, Contents, Holder, LockView};
+    use crate::primitive::atomic::fence;
+
+    impl RawLock {
+        /// The owner, flags and word as they are now.
+        pub(crate) fn view(&self) -> LockView {
+            // Relaxed (every load here): a snapshot for display, maybe of read-only memory.
+            let word = self.state.load(Ordering::Relaxed);
+            let pid = word & PID_MASK;
+            LockView {
+                // The same check as a waiter's `owner_dead`: the pid, with its start time if
+                // the owner record is tagged with it.
+                owner: (pid != 0).then(|| Holder::check(pid, self.view_start(pid))),
+                waiters_flagged: word & WAITERS != 0,
+                inconsistent: self.inconsistent.load(Ordering::Relaxed) != 0,
+                word,
+                owner_tid: None,
+                depth: None,
+            }
+        }
+
+        /// `recorded_start`, with Relaxed loads and fences in place of its Acquire loads.
+        fn view_start(&self, pid: u32) -> u64 {
+            let tagged = self.owner_pid.load(Ordering::Relaxed);
+            // Acquire fence: the tag's load pairs with `record_owner`'s Release store, so the
+            // start time read next is the tagged owner's (or newer, which the re-check catches).
+            fence(Ordering::Acquire);
+            let start = self.owner_start.load(Ordering::Relaxed);
+            // Acquire fence: the start time is read before the tag's re-check.
+            fence(Ordering::Acquire);
+            if tagged == pid && self.owner_pid.load(Ordering::Relaxed) == pid {
+                start
+            } else {
+                0
+            }
+        }
+    }
+
+    impl RawSemaphore {
+        /// Permits, bound and parked waiters as they are now.
+        pub(crate) fn view(&self) -> Contents {
+            // Relaxed: a snapshot for display.
+            let bound = self.bound.load(Ordering::Relaxed);
+            Contents::Semaphore {
+                value: self.count.load(Ordering::Relaxed),
+                bound: (bound != 0).then_some(bound),
+                waiters: self.cell.sleepers(),
+            }
+        }
+    }
+
+    impl RawEvent {
+        /// The flag and parked waiters as they are now.
+        pub(crate) fn view(&self) -> Contents {
+            // Relaxed: a snapshot for display.
+            Contents::Event { set: self.flag.load(Ordering::Relaxed) != 0, waiters: self.cell.sleepers() }
+        }
+    }
+
+    impl RawBarrier {
+        /// Parties, generation, arrivals and the waiting processes as they are now.
+        pub(crate) fn view(&self) -> BarrierView {
+            // Relaxed (every load here): a snapshot for display.
+            let gen_word = self.gen.load(Ordering::Relaxed);
+            let raw_parties = self.parties.load(Ordering::Relaxed);
+            let arrived = self.arrived.load(Ordering::Relaxed);
+            let generation = gen_word & GEN_MASK;
+            let mut problems = Vec::new();
+            if !(1..=MAX_PARTIES).contains(&raw_parties) {
+                problems.push("parties outside 1..=64 (the barrier uses it clamped)");
+            }
+            let parties = raw_parties.clamp(1, MAX_PARTIES);
+            let count = arrived & COUNT_MASK;
+            if arrived & !COUNT_MASK != arrived_tag(generation) {
+                problems.push(
+                    "arrivals tagged with another generation (a pass or reset in progress, or garbage)",
+                );
+            }
+            if count > parties {
+                problems.push("more arrivals than parties");
+            }
+            let waiting = count.min(parties);
+            // `waiting <= MAX_PARTIES`, the slot array's length; at most 64 liveness checks.
+            let waiters = self.slots[..waiting as usize]
+                .iter()
+                .filter_map(|slot| {
+                    let pid = slot.pid.load(Ordering::Relaxed);
+                    let here = pid != 0 && slot.gen.load(Ordering::Relaxed) == generation;
+                    here.then(|| Holder::check(pid, slot.start.load(Ordering::Relaxed)))
+                })
+                .collect();
+            BarrierView { parties, generation, broken: gen_word & BROKEN != 0, waiting, waiters, problems }
+        }
+    }
+}

@@ -102,6 +102,16 @@ impl RawRLock {
         how
     }
 
+    /// The lock's view with the owning thread and depth, for [`crate::inspect`] (Relaxed
+    /// loads only, as in `RawLock::view`).
+    pub(crate) fn view(&self) -> crate::inspect::LockView {
+        let mut v = self.lock.view();
+        // Relaxed: a snapshot for display, maybe of read-only memory.
+        v.owner_tid = Some(self.owner_tid.load(Ordering::Relaxed));
+        v.depth = Some(self.count.load(Ordering::Relaxed));
+        v
+    }
+
     /// Recursion depth as stored (a snapshot; meaningful to the owner).
     pub fn depth(&self) -> u32 {
         self.count.load(Ordering::Relaxed)

@@ -113,6 +113,87 @@ pub fn check_header(found: CellsFields, want: CellsFields, room: usize) -> Resul
     Ok(len)
 }
 
+/// What the cells at payload offset `at` of `seg` record, for [`crate::inspect`]: the header's
+/// fields, each checked as [`check_header`] checks them against the segment's `kind`; the lock
+/// of the locked kinds; and the bytes of a value of at most 8 bytes. Relaxed loads only (the
+/// segment may be mapped read-only); nothing is locked. A count is never used to read
+/// elements: only a single value's bytes are read, after its size was bounded.
+pub(crate) fn view(seg: &Segment, at: usize, kind: Kind) -> crate::inspect::Contents {
+    use super::{KIND_ARRAY, KIND_RAW_VALUE, KIND_VALUE};
+    use crate::inspect::{CellsView, Contents};
+
+    let Ok(h) = seg.get::<CellsHeader>(Offset::new(at)) else {
+        return Contents::Corrupted("payload too small for a value header");
+    };
+    // Relaxed (every load here): a snapshot for display, maybe of read-only memory.
+    let object = h.kind.load(Ordering::Relaxed);
+    let elem_size = h.elem_size.load(Ordering::Relaxed);
+    let elem_align = h.elem_align.load(Ordering::Relaxed);
+    let len = h.len.load(Ordering::Relaxed);
+    let tag = h.tag.load(Ordering::Relaxed);
+    let mut problems = Vec::new();
+    if object != u64::from(kind.code) {
+        problems.push("the header names another object kind than the segment");
+    }
+    if tag != kind.tag {
+        problems.push("the header names another element type than the segment");
+    }
+    let sane_align = elem_align.is_power_of_two() && elem_align <= MAX_ALIGN as u64;
+    if !sane_align || elem_size % elem_align.max(1) != 0 {
+        problems.push("impossible element size or alignment");
+    }
+    let room = seg.payload_len().saturating_sub(at) as u64;
+    let fits =
+        elem_size.checked_mul(len).and_then(|b| b.checked_add(DATA_AT as u64)).is_some_and(|end| end <= room);
+    if !fits {
+        problems.push("element count larger than the segment");
+    }
+    let single = kind.code == KIND_VALUE || kind.code == KIND_RAW_VALUE;
+    if single && len != 1 {
+        problems.push("a value's element count is not 1");
+    }
+    let small = (1..=8).contains(&elem_size) && sane_align && elem_size % elem_align == 0;
+    let bytes = (single && fits && len == 1 && small)
+        .then(|| view_bytes(seg, at + DATA_AT, elem_size as usize, elem_align as usize))
+        .flatten();
+    let locked = kind.code == KIND_VALUE || kind.code == KIND_ARRAY;
+    Contents::Cells(CellsView {
+        object,
+        elem_size,
+        elem_align,
+        len,
+        tag,
+        lock: locked.then(|| h.lock.view()),
+        bytes,
+        problems,
+    })
+}
+
+/// The `size` bytes (at most 8) of one element at payload offset `off`, read with Relaxed
+/// atomic loads of the width the writers use (see [`chunk`]: the alignment, at most 8 bytes).
+fn view_bytes(seg: &Segment, off: usize, size: usize, align: usize) -> Option<Vec<u8>> {
+    fn words<A: Shareable, const W: usize>(
+        seg: &Segment,
+        off: usize,
+        size: usize,
+        load: impl Fn(&A) -> [u8; W],
+    ) -> Option<Vec<u8>> {
+        let mut out = Vec::with_capacity(size);
+        for i in 0..size / W {
+            // Bounds and alignment checked by `get`.
+            out.extend_from_slice(&load(seg.get(Offset::<A>::new(off + i * W)).ok()?));
+        }
+        Some(out)
+    }
+    // Relaxed (all): a snapshot for display.
+    match align.min(8) {
+        8 => words::<AtomicU64, 8>(seg, off, size, |a| a.load(Ordering::Relaxed).to_ne_bytes()),
+        4 => words::<AtomicU32, 4>(seg, off, size, |a| a.load(Ordering::Relaxed).to_ne_bytes()),
+        2 => words::<AtomicU16, 2>(seg, off, size, |a| a.load(Ordering::Relaxed).to_ne_bytes()),
+        _ => words::<AtomicU8, 1>(seg, off, size, |a| a.load(Ordering::Relaxed).to_ne_bytes()),
+    }
+}
+
 /// How new cells are filled.
 pub(crate) enum Init<'a, T> {
     /// A copy of these elements.

@@ -49,6 +49,12 @@ pub(crate) const KIND_ARRAY: u32 = 15;
 pub(crate) const KIND_RAW_VALUE: u32 = 16;
 pub(crate) const KIND_RAW_ARRAY: u32 = 17;
 
+/// What a value or array segment holds, for [`crate::inspect`]: the header and lock at
+/// payload offset 0 (see [`cells`]), read without being used.
+pub(crate) fn inspect(seg: &crate::shm::Segment, kind: crate::shm::Kind) -> crate::inspect::Contents {
+    cells::view(seg, 0, kind)
+}
+
 /// Why a value or array could not be created or opened.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

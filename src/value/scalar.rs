@@ -218,8 +218,7 @@ impl<T: Pod> Value<T> {
         ValueGuard { value: self, copy, _lock: g }
     }
 
-    /// The value's lock (Python's `get_lock()`), e.g. to build a
-    /// [`Condition`](crate::sync::Condition) on it or to hold it while other processes must
+    /// The value's lock (Python's `get_lock()`), e.g. to hold it while other processes must
     /// not change the value. Holding it and then calling `get`/`set`/`lock` on this value
     /// from the same thread waits for itself; use the guard from [`lock`](Value::lock).
     pub fn get_lock(&self) -> &Lock {
