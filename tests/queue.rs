@@ -1925,3 +1925,193 @@ fn stress_chaos_many_kills() {
         eprintln!("stress chaos: {r:?} in {:?}", start.elapsed());
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Member records of a process holding a queue through two mappings (regressions): a forked
+// child's records have no start time yet, and another handle of the same queue in the same
+// process must not mistake them for a stale record of its pid and take them over.
+// ---------------------------------------------------------------------------------------------
+
+/// The member table of an MPMC ring at offset 0 of `seg`: (pid, start, sender, receiver).
+fn member_table(seg: &Segment) -> Vec<(u32, u64, bool, bool)> {
+    RawView::mpmc(seg, 8)
+        .ctl()
+        .members
+        .iter()
+        .filter(|m| m.pid.load(Ordering::Relaxed) != 0)
+        .map(|m| {
+            (
+                m.pid.load(Ordering::Relaxed),
+                m.start.load(Ordering::Relaxed),
+                m.senders.load(Ordering::Relaxed) != 0,
+                m.receivers.load(Ordering::Relaxed) != 0,
+            )
+        })
+        .collect()
+}
+
+/// The parent's half of the two regressions below: once the child has done its part (`a[0]`),
+/// the parent drops its last sender; the child still holds its inherited one, so a receive
+/// times out instead of reporting `Disconnected`. Then the child sends (`a[1]`) and exits.
+fn inherited_sender_still_counts(
+    rx: shmkit::queue::Receiver<u64>,
+    tx: shmkit::queue::Sender<u64>,
+    a: &[AtomicU64],
+    child: &mut ForkedChild,
+    before_drop: impl FnOnce(),
+) {
+    until("the child to drop its opened handle", || a[0].load(Ordering::Acquire) == 1);
+    before_drop();
+    drop(tx); // the parent keeps only the receiver
+    let r = rx.recv_timeout(Duration::from_millis(500));
+    assert_eq!(
+        r,
+        Err(RecvError::Timeout),
+        "the child (pid {}) still holds its inherited sender; member table: {:?}",
+        child.pid(),
+        member_table(rx.segment())
+    );
+    a[1].store(1, Ordering::Release);
+    assert_eq!(rx.recv_timeout(Duration::from_secs(30)), Ok(77));
+    expect_exit(child, "child", 30);
+    assert_eq!(rx.recv_timeout(Duration::from_secs(30)), Err(RecvError::Disconnected));
+}
+
+#[test]
+fn forked_child_opening_its_queue_by_name_keeps_the_inherited_record() {
+    let _g = exclusive();
+    let _w = watchdog(60);
+    let area = Area::new(2);
+    let a = area.all();
+    let name = unique_name("reopen-in-child");
+    let (tx, rx) = Queue::<u64>::create(&name, 4).unwrap().split();
+    // SAFETY: the child opens the queue by name (malloc is reset after fork), uses the queue
+    // and shared atomics, then exits.
+    let mut child = unsafe {
+        fork(|| {
+            // Before any blocking call: the record the fork handler wrote still has start 0.
+            let Ok(opened) = Queue::<u64>::open(&name) else { return 2 };
+            drop(opened);
+            a[0].store(1, Ordering::Release);
+            if !child_wait_for(&a[1]) {
+                return 3;
+            }
+            match tx.send_timeout(77, Duration::from_secs(30)) {
+                Ok(()) => 0,
+                Err(_) => 4,
+            }
+        })
+    }
+    .unwrap();
+    inherited_sender_still_counts(rx, tx, a, &mut child, || {});
+}
+
+#[test]
+fn queue_opened_twice_then_forked_child_gets_a_record_per_mapping() {
+    let _g = exclusive();
+    let _w = watchdog(60);
+    let area = Area::new(2);
+    let a = area.all();
+    let name = unique_name("twice-then-fork");
+    let (tx, rx) = Queue::<u64>::create(&name, 4).unwrap().split();
+    // A second mapping of the same queue in this process; the child and the parent each drop
+    // their copy.
+    let second = std::cell::Cell::new(Some(Queue::<u64>::open(&name).unwrap()));
+    // SAFETY: the child drops a queue handle, uses the queue and shared atomics, then exits.
+    let mut child = unsafe {
+        fork(|| {
+            drop(second.take());
+            a[0].store(1, Ordering::Release);
+            if !child_wait_for(&a[1]) {
+                return 3;
+            }
+            match tx.send_timeout(77, Duration::from_secs(30)) {
+                Ok(()) => 0,
+                Err(_) => 4,
+            }
+        })
+    }
+    .unwrap();
+    inherited_sender_still_counts(rx, tx, a, &mut child, || drop(second.take()));
+}
+
+/// Entry of the exec'd process of the test below: opens the queue `args[0]`, sends 5, drops
+/// the queue, flags board slot 0 and stays alive until board slot 1 is set.
+#[test]
+#[ignore = "helper: run by other tests as a separate process"]
+fn exec_reopen_role_entry() {
+    let Some((_, args)) = role() else { return };
+    let board = common::Board::open(common::Name::new(&args[1]));
+    let code = match Queue::<u64>::open(&args[0]) {
+        Ok(q) => {
+            let sent = q.send_timeout(5, Duration::from_secs(30));
+            drop(q);
+            board.set(0, 1);
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while board.get(1) == 0 && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            if sent.is_ok() && board.get(1) == 1 {
+                0
+            } else {
+                3
+            }
+        }
+        Err(_) => 2,
+    };
+    std::process::exit(code);
+}
+
+/// The parent's side of the exec'd cases below: the parent holds the queue (through `mappings`
+/// mappings of it), starts the exec'd process, and once that process opened and dropped the
+/// queue, drops its own senders: the receiver drains, then gets `Disconnected` while the exec'd
+/// process still lives.
+fn exec_d_child_reopens_and_drops(mappings: usize) {
+    use std::os::unix::process::CommandExt;
+
+    let name = unique_name("exec-reopen");
+    let board = common::Board::new();
+    let (tx, rx) = Queue::<u64>::create(&name, 4).unwrap().split();
+    let others: Vec<Queue<u64>> = (1..mappings).map(|_| Queue::open(&name).unwrap()).collect();
+    let mut cmd =
+        role_command("exec_reopen_role_entry", "reopen", &[name.clone(), board.name().as_str().to_owned()]);
+    // A `pre_exec` makes std fork (not posix_spawn), as `Process` spawn does: the fork
+    // handler gives the child records (one per mapping), with our roles and no start time,
+    // which the exec'd image (holding no inherited handle) takes over or frees when it opens
+    // the queue.
+    // SAFETY: the closure does nothing.
+    unsafe { cmd.pre_exec(|| Ok(())) };
+    let mut child = cmd.spawn().expect("spawn role process");
+    until("the exec'd process to drop its queue", || board.get(0) == 1);
+    drop(others);
+    drop(tx); // no sender left anywhere: the exec'd process dropped its only one
+    assert_eq!(rx.recv_timeout(Duration::from_secs(30)), Ok(5));
+    let r = rx.recv_timeout(Duration::from_secs(10));
+    let table = member_table(rx.segment());
+    assert!(child.try_wait().unwrap().is_none(), "the exec'd process exited early");
+    assert_eq!(r, Err(RecvError::Disconnected), "exec'd pid {}; member table: {table:?}", child.id());
+    board.set(1, 1);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let st = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(Instant::now() < deadline, "the exec'd process did not exit");
+        std::thread::sleep(Duration::from_millis(2));
+    };
+    assert_eq!(st.code(), Some(0), "exec'd process failed: {st:?}");
+}
+
+#[test]
+fn exec_d_child_reclaims_the_record_its_fork_left_and_frees_it_on_drop() {
+    let _g = exclusive();
+    let _w = watchdog(60);
+    exec_d_child_reopens_and_drops(1);
+}
+
+#[test]
+fn exec_d_child_of_a_process_mapping_the_queue_twice_frees_every_record_its_fork_left() {
+    let _g = exclusive();
+    let _w = watchdog(60);
+    exec_d_child_reopens_and_drops(2);
+}

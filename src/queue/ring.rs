@@ -1,6 +1,7 @@
 //! A ring mapped in this process: the segment, the validated geometry, this process's
 //! member record, and the waiting and liveness logic shared by every queue type.
 
+use std::os::fd::AsRawFd;
 use std::ptr::NonNull;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -85,6 +86,35 @@ pub(crate) struct Ring {
     gate: AtomicPtr<AtomicU32>,
     /// Roles counted by this process's last `fork_begins` (bit 0 sender, bit 1 receiver).
     forked_roles: crate::primitive::atomic::AtomicU8,
+    /// Which ring this is, the same for every `Ring` of it in this process.
+    id: RingId,
+}
+
+/// Identifies a ring's memory within this process, whichever mapping of it a `Ring` uses (a
+/// process may map one ring twice: opened by name twice, or inherited by `fork` and opened
+/// again): the segment's file (device and inode; an anonymous segment, which nothing can map
+/// a second time, by its address) and the ring's offset in the segment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct RingId {
+    dev: u64,
+    ino: u64,
+    at: usize,
+}
+
+impl RingId {
+    fn of(seg: &Segment, ctl: NonNull<RingCtl>) -> RingId {
+        let base = seg.payload_ptr().as_ptr() as usize;
+        let at = (ctl.as_ptr() as usize).wrapping_sub(base);
+        let file = seg.fd().and_then(|fd| {
+            // SAFETY: `stat` is plain data that fstat fills in.
+            let mut st: libc::stat = unsafe { std::mem::zeroed() };
+            // SAFETY: a valid fd and out-pointer.
+            (unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } == 0).then_some((st.st_dev, st.st_ino))
+        });
+        // A file's device is never `u64::MAX`, so an address cannot pass for a file.
+        let (dev, ino) = file.unwrap_or((u64::MAX, base as u64));
+        RingId { dev, ino, at }
+    }
 }
 
 /// The MPMC rings this process holds handles of. A `pthread_atfork` child handler walks it
@@ -96,10 +126,46 @@ static LIVE: [AtomicPtr<Ring>; LIVE_SLOTS] = [const { AtomicPtr::new(std::ptr::n
 const LIVE_SLOTS: usize = 256;
 static ATFORK: std::sync::Once = std::sync::Once::new();
 
+/// Set once a ring could not be listed (`LIVE` was full): its member record is then invisible
+/// to [`Ring::held_by_siblings`], so from then on no claim of this process takes a record
+/// naming our pid (sticky; inherited by `fork`, reset by `exec`).
+static LIVE_FULL: AtomicBool = AtomicBool::new(false);
+
+/// The claim lock: held while this process claims a member record and stores its index in
+/// `reg`, and by `Ring::drop` after unlisting. So two `Ring`s of one ring in this process
+/// (see [`RingId`]) claim one after the other, each seeing the record the other holds, and a
+/// claim may read the other rings listed in `LIVE` without one being freed under it. A spin
+/// lock (cold paths only) that the fork child handler resets: in the child no other thread
+/// exists to release it, and the fork handler itself claims.
+static CLAIMING: AtomicBool = AtomicBool::new(false);
+
+struct ClaimLock;
+
+impl ClaimLock {
+    fn lock() -> ClaimLock {
+        // Acquire: pairs with the Release in `drop`: we see the previous holder's `reg`
+        // store and, after a `Ring::drop` held it, its cleared `LIVE` entry.
+        while CLAIMING.swap(true, Ordering::Acquire) {
+            crate::primitive::thread::yield_now();
+        }
+        ClaimLock
+    }
+}
+
+impl Drop for ClaimLock {
+    fn drop(&mut self) {
+        // Release: see `lock`.
+        CLAIMING.store(false, Ordering::Release);
+    }
+}
+
 extern "C" fn register_rings_in_child() {
     // The parent's count of threads in the prepare handler, inherited: only this thread
     // exists here, and it has left the handler.
     IN_PREPARE.store(0, Ordering::SeqCst);
+    // Likewise the claim lock, maybe held by a parent thread at the fork; this thread was not
+    // claiming (it was in `fork`). Relaxed: no other thread exists to see it.
+    CLAIMING.store(false, Ordering::Relaxed);
     // SAFETY: getpid has no preconditions.
     let pid = unsafe { libc::getpid() } as u32;
     for slot in &LIVE {
@@ -176,6 +242,9 @@ impl Drop for Ring {
             while IN_PREPARE.load(Ordering::SeqCst) != 0 {
                 crate::primitive::thread::yield_now();
             }
+            // So may a claim of another `Ring` of the same ring (`held_by_siblings`): it
+            // holds the claim lock while it reads us.
+            drop(ClaimLock::lock());
         }
     }
 }
@@ -259,7 +328,9 @@ impl Ring {
     }
 
     fn from_parts(seg: Arc<Segment>, ctl: NonNull<RingCtl>, slots: ShmSlots, geo: Geometry) -> Ring {
+        let id = RingId::of(&seg, ctl);
         Ring {
+            id,
             seg,
             ctl,
             slots,
@@ -301,6 +372,9 @@ impl Ring {
                 return;
             }
         }
+        // Relaxed: this ring claims its record afterwards, under the claim lock, whose release
+        // publishes the flag to every later claim.
+        LIVE_FULL.store(true, Ordering::Relaxed);
     }
 
     /// Whether the process named `pid` in slot stamp `stamp` is dead, asked only once the
@@ -416,6 +490,11 @@ impl Ring {
 
     #[cold]
     fn register(&self, pid: u32) {
+        // A ring holding a record is listed, so that another `Ring` of it in this process
+        // sees the record (see `held_by_siblings`); `add_handle` has listed it already.
+        if self.geo.flavor == FLAVOR_MPMC {
+            self.list();
+        }
         let start = ProcessToken::current().start;
         self.register_as(pid, start, true);
     }
@@ -439,33 +518,59 @@ impl Ring {
             if self.reg.compare_exchange(cur, busy, Ordering::Acquire, Ordering::Relaxed).is_err() {
                 continue;
             }
+            let _claiming = ClaimLock::lock();
             let idx = self.claim_member(pid, start, reap);
-            // Release: the record is written before other threads use `reg`.
+            // Release: the record is written before other threads use `reg`. Under the claim
+            // lock, so that the next claim of this process sees which record we hold.
             self.reg.store((pid as u64) << 32 | (idx.map_or(0, |i| i as u64 + 1)), Ordering::Release);
             return;
         }
     }
 
     /// Claims a member record for `pid` with our current role flags. `None` if the table is
-    /// full (then `overflow` is set and death never disconnects this ring).
+    /// full (then `overflow` is set and death never disconnects this ring). Call under the
+    /// claim lock.
     fn claim_member(&self, pid: u32, start: u64, reap: bool) -> Option<usize> {
         let ctl = self.ctl();
+        let held = self.held_by_siblings(pid);
+        // A record `i` naming our pid (`p`) that no other `Ring` of this ring in this process
+        // holds is stale if it has another start time (an earlier process that had our pid)
+        // or none: an earlier process that never recorded it, or the image we replaced by
+        // `exec`, whose fork handler wrote it. One that another `Ring` holds is live whatever
+        // its start time: a forked child's inherited `Ring` has start 0 until `fill_start`
+        // (the fork handler cannot read procfs).
+        let stale_ours = |i: usize, m: &super::raw::Member, p: u32| {
+            // Relaxed: a claim re-writes the start after its CAS on the pid.
+            p == pid
+                && (start == 0 || m.start.load(Ordering::Relaxed) != start)
+                && held.is_some_and(|held| held & 1 << i == 0)
+        };
         for round in 0..2 {
             for (i, m) in ctl.members.iter().enumerate() {
                 // Relaxed: a claimed record is re-validated by its start time below.
                 let p = m.pid.load(Ordering::Relaxed);
-                // Free: unused; a stale record of our own pid (an earlier process that had
-                // it); or a process that no longer exists (one `kill(pid, 0)`, which a fork
-                // handler may call). Zombies keep their records until a reaper reads procfs.
-                let free = p == 0
-                    || (p == pid && (start == 0 || m.start.load(Ordering::Relaxed) != start))
-                    || (p != pid && pid_gone(p));
+                // Free: unused; a stale record of ours; or a process that no longer exists
+                // (one `kill(pid, 0)`, which a fork handler may call). Zombies keep their
+                // records until a reaper reads procfs.
+                let free = p == 0 || stale_ours(i, m, p) || (p != pid && pid_gone(p));
                 // AcqRel: the record's old fields are ours to overwrite after the claim.
                 if free && m.pid.compare_exchange(p, pid, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
                     m.start.store(start, Ordering::Release);
                     m.senders.store(self.senders.load(Ordering::Relaxed).min(1) as u32, Ordering::Release);
                     m.receivers
                         .store(self.receivers.load(Ordering::Relaxed).min(1) as u32, Ordering::Release);
+                    // Free our other stale records, as a reaper frees a dead process's: no
+                    // reaper will (they name a live pid, ours), and their roles would count
+                    // as ours until we exit. The image before an `exec` leaves one for each
+                    // mapping of the ring its parent held.
+                    for (j, m) in ctl.members.iter().enumerate().skip(i + 1) {
+                        // Relaxed: as above.
+                        let p = m.pid.load(Ordering::Relaxed);
+                        if stale_ours(j, m, p) {
+                            // AcqRel/Relaxed: as a reaper's.
+                            let _ = m.pid.compare_exchange(p, 0, Ordering::AcqRel, Ordering::Relaxed);
+                        }
+                    }
                     return Some(i);
                 }
             }
@@ -479,6 +584,43 @@ impl Ring {
         None
     }
 
+    /// Bit `i` set: member record `i` is held by this process through another `Ring` of the
+    /// same ring (see [`RingId`]). `None` if this process cannot tell (`LIVE_FULL`). Call
+    /// under the claim lock. Reads only process-local memory and atomics (a fork handler
+    /// calls it).
+    fn held_by_siblings(&self, pid: u32) -> Option<u64> {
+        const { assert!(MEMBERS <= 64, "one bit per member record") };
+        // Relaxed: see `list`.
+        if LIVE_FULL.load(Ordering::Relaxed) {
+            return None;
+        }
+        let me = self as *const Ring as *mut Ring;
+        let mut held = 0u64;
+        for slot in &LIVE {
+            // Acquire: as in `register_rings_in_child`.
+            let ptr = slot.load(Ordering::Acquire);
+            if ptr == me {
+                continue;
+            }
+            // SAFETY: a listed ring is freed only after its drop cleared its entry and then
+            // took the claim lock, which we hold; we only take a shared reference.
+            let Some(other) = (unsafe { ptr.as_ref() }) else { continue };
+            if other.id != self.id {
+                continue;
+            }
+            // Relaxed: rings of this process store a claimed index only under the claim lock
+            // (ordered by it); `drop_handle` may clear `reg` concurrently, and a stale index
+            // only keeps us from a record we could have taken.
+            let reg = other.reg.load(Ordering::Relaxed);
+            let idx = (reg & 0xffff_ffff) as usize;
+            if (reg >> 32) as u32 == pid && (1..=MEMBERS).contains(&idx) {
+                held |= 1 << (idx - 1);
+            }
+        }
+        Some(held)
+    }
+
+    /// This process's member record, if it has one that still names it.
     fn member(&self) -> Option<&super::raw::Member> {
         // Relaxed: process-local bookkeeping (see `me`).
         let reg = self.reg.load(Ordering::Relaxed);
@@ -487,7 +629,17 @@ impl Ring {
         if (reg >> 32) as u32 != pid || idx == 0 || idx > MEMBERS {
             return None;
         }
-        self.ctl().members.get(idx - 1)
+        let m = self.ctl().members.get(idx - 1)?;
+        // A record that no longer names us (freed, and maybe reused by another process,
+        // through a bug or a peer writing garbage) is not ours to change: its flags would be
+        // another process's. Forget it, so that the next `me` claims a new one.
+        // Relaxed: compared with our own pid, which this process wrote there; any other
+        // value means "not ours".
+        if m.pid.load(Ordering::Relaxed) != pid {
+            let _ = self.reg.compare_exchange(reg, 0, Ordering::Relaxed, Ordering::Relaxed);
+            return None;
+        }
+        Some(m)
     }
 
     /// Records this process's start time in its member record if a fork handler could not
