@@ -197,7 +197,7 @@ fn idle_cpu_report(_: &mut Criterion) {
     let idle =
         if args.iter().any(|a| a == "--bench") { Duration::from_secs(1) } else { Duration::from_millis(50) };
     eprintln!(
-        "idle_cpu: CPU time (user + sys, getrusage of the reaped child, fork and exit included) of a \
+        "idle_cpu: CPU time (the child's own CLOCK_PROCESS_CPUTIME_ID from blocking to waking up) of a \
          child blocked {} ms with nothing to receive; posix_mq depth here: {}",
         idle.as_millis(),
         posix_mq_depth()

@@ -389,7 +389,8 @@ pub struct PipeView {
     pub duplex: bool,
     /// Whether a named pipe's second end was opened (always true for anonymous pipes).
     pub peer_attached: bool,
-    /// Messages waiting per direction at most, as requested at creation.
+    /// The capacity requested at creation; each ring rounds it up to a power of two (its
+    /// [`RingView::capacity`] is what it holds).
     pub capacity: u64,
     /// The largest message, in bytes.
     pub max_message: u64,
@@ -633,14 +634,6 @@ fn yes_no(b: bool) -> &'static str {
     }
 }
 
-fn liveness(l: Liveness) -> &'static str {
-    match l {
-        Liveness::Alive => "alive",
-        Liveness::Dead => "dead",
-        Liveness::Unknown => "unknown",
-    }
-}
-
 impl fmt::Display for Holder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.liveness == Liveness::Unknown && self.start == 0 {
@@ -648,7 +641,7 @@ impl fmt::Display for Holder {
             // time it cannot rule out a recycled pid.
             return write!(f, "pid {} (running; no start time recorded to rule out pid reuse)", self.pid);
         }
-        write!(f, "pid {} ({})", self.pid, liveness(self.liveness))
+        write!(f, "pid {} ({})", self.pid, self.liveness)
     }
 }
 
@@ -680,30 +673,6 @@ impl Out<'_, '_> {
         let mut inner = Out { f: self.f, indent: self.indent + by, width: W };
         body(&mut inner)
     }
-}
-
-/// `2026-05-01 12:34:56.789 UTC` from nanoseconds after the Unix epoch.
-fn utc(ns: u64) -> String {
-    let secs = ns / 1_000_000_000;
-    let millis = (ns % 1_000_000_000) / 1_000_000;
-    let days = secs / 86_400;
-    let rem = secs % 86_400;
-    // Days to a civil date (Howard Hinnant's `civil_from_days`), for days >= 0.
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let doe = z % 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + u64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}.{millis:03} UTC",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
 }
 
 fn write_lock(out: &mut Out<'_, '_>, l: &LockView) -> fmt::Result {
@@ -904,9 +873,15 @@ fn write_contents(out: &mut Out<'_, '_>, kind: Kind, c: &Contents) -> fmt::Resul
         Contents::Pipe(p) => {
             out.text(if p.duplex { "pipe (duplex)" } else { "pipe (simplex)" })?;
             out.nested(2, |o| {
+                // What a direction holds: its ring's capacity (the request rounded up).
+                let holds =
+                    p.rings.iter().find_map(|r| r.as_ref().ok().map(|r| r.capacity)).unwrap_or(p.capacity);
                 o.line(
                     "capacity",
-                    format!("{} messages per direction, up to {} bytes each", p.capacity, p.max_message),
+                    format!(
+                        "{holds} messages per direction (asked for {}), up to {} bytes each",
+                        p.capacity, p.max_message
+                    ),
                 )?;
                 if p.duplex {
                     o.line("second end", if p.peer_attached { "opened" } else { "not opened yet" })?;
@@ -977,25 +952,11 @@ impl fmt::Display for Report {
         out.line("layout version", h.version)?;
         out.line("backing", format!("{:?}", h.backing()))?;
         out.line("size", format!("{} bytes (payload {})", h.total_size, h.payload_len()))?;
-        out.line("creator", format!("pid {} ({})", h.creator_pid, liveness(self.creator)))?;
-        out.line("created", utc(h.created_ns))?;
+        out.line("creator", format!("pid {} ({})", h.creator_pid, self.creator))?;
+        out.line("created", crate::util::time::utc(h.created_ns))?;
         out.line("persistent", yes_no(h.is_persistent()))?;
         out.text("")?;
         out.width = W;
         write_contents(&mut out, h.kind(), &self.contents)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::utc;
-
-    #[test]
-    fn utc_dates() {
-        assert_eq!(utc(0), "1970-01-01 00:00:00.000 UTC");
-        // 2000-02-29 12:34:56.789 (a leap day), and the last representable nanosecond.
-        assert_eq!(utc(951_827_696_789_000_000), "2000-02-29 12:34:56.789 UTC");
-        assert_eq!(utc(1_735_689_599_999_999_999), "2024-12-31 23:59:59.999 UTC");
-        assert!(utc(u64::MAX).starts_with("2554-07-21"));
     }
 }

@@ -138,13 +138,48 @@ fn list_and_bad_arguments() {
     assert!(!out.status.success());
     assert!(text(&out.stderr).contains("no group \"nope\""), "{}", text(&out.stderr));
 
-    let out = shmkit(&["bench", "--runs", "0"], 60);
-    assert!(!out.status.success());
-    assert!(text(&out.stderr).contains("--runs must be at least 1"), "{}", text(&out.stderr));
+    for runs in ["0", "1001", "4611686018427387904"] {
+        let out = shmkit(&["bench", "--runs", runs], 60);
+        assert_eq!(out.status.code(), Some(2), "{runs}: {}", text(&out.stderr));
+        assert!(text(&out.stderr).contains("--runs"), "{}", text(&out.stderr));
+    }
 
     // A plot that cannot be written is an error before anything runs.
     let out = shmkit(&["bench", "--groups", "lock_uncontended", "--plot", "/nonexistent/dir/x.svg"], 60);
     assert!(!out.status.success());
     assert!(text(&out.stdout).is_empty(), "{}", text(&out.stdout));
     assert!(text(&out.stderr).contains("plot /nonexistent/dir/x.svg"), "{}", text(&out.stderr));
+}
+
+#[test]
+fn a_closed_stdout_stops_the_run_quietly() {
+    use std::io::{BufRead, BufReader, Read};
+    // `shmkit bench --json | head -1`: the reader goes away after the first group.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_shmkit"))
+        .args(["bench", "--quick", "--json", "--runs", "1", "--groups", "lock_uncontended,rtt_8B,bulk_64KiB"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start shmkit");
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut first).unwrap();
+    // (The BufReader, and with it the read end, is dropped here.)
+    assert!(first.starts_with("{\"group\": \"rtt_8B\""), "{first}");
+    let mut stderr = String::new();
+    let mut err = child.stderr.take().unwrap();
+    let pid = child.id() as libc::pid_t;
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = err.read_to_string(&mut stderr);
+        let _ = tx.send((child.wait(), stderr));
+    });
+    let (status, stderr) = rx.recv_timeout(Duration::from_secs(300)).unwrap_or_else(|_| {
+        // SAFETY: our own unreaped child.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+        panic!("shmkit did not stop after its stdout closed");
+    });
+    assert!(status.unwrap().success(), "{stderr}");
+    // It stopped at the next group instead of running the rest and reporting on them.
+    assert!(!stderr.contains("Broken pipe") && !stderr.contains("panicked"), "{stderr}");
+    assert!(!stderr.contains("other work during the run"), "{stderr}");
 }

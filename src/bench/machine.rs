@@ -8,8 +8,8 @@
 //! assert!(m.cpus >= 1);
 //! let before = CpuClock::now()?;
 //! std::thread::sleep(Duration::from_millis(50));
-//! let others = CpuClock::now()?.others_since(&before);
-//! assert!((0.0..=1.0).contains(&others.busy));
+//! // Too short a window to tell.
+//! assert_eq!(CpuClock::now()?.others_since(&before), None);
 //! # Ok::<(), std::io::Error>(())
 //! ```
 
@@ -96,70 +96,106 @@ fn kernel() -> String {
     }
 }
 
-/// The machine's CPU time so far (all CPUs, from `/proc/stat`) beside this process's own
-/// (its threads and its reaped children), to tell how much other work ran meanwhile.
+/// The CPU time so far of the CPUs this process may run on (from `/proc/stat`) beside this
+/// process's own (its threads and its reaped children), to tell how much other work ran on
+/// those CPUs meanwhile.
 #[derive(Clone, Copy, Debug)]
 pub struct CpuClock {
     at: Instant,
-    /// Busy seconds of all CPUs (everything but idle and iowait).
+    /// Busy seconds of the allowed CPUs (everything but idle, iowait and steal).
     busy: f64,
-    /// Seconds the hypervisor ran someone else while a CPU wanted to run (steal).
+    /// Seconds the hypervisor ran someone else while an allowed CPU wanted to run.
     steal: f64,
+    /// How many CPUs the figures cover.
+    cpus: usize,
     /// This process's user + system seconds, reaped children included.
     own: f64,
 }
 
-/// How busy other work kept the machine between two [`CpuClock`] readings.
+/// How busy other work kept the allowed CPUs between two [`CpuClock`] readings.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Others {
-    /// The share of all CPUs' time that other processes used (0 to 1): busy time minus
-    /// this process's own (and its reaped children's), over wall time × CPUs.
+    /// The share of the allowed CPUs' time that other processes used (0 to 1): their busy
+    /// time minus this process's own (and its reaped children's), over wall time × CPUs.
     pub busy: f64,
-    /// The share of all CPUs' time stolen by the hypervisor (0 to 1).
+    /// The share of the allowed CPUs' time stolen by the hypervisor (0 to 1).
     pub steal: f64,
     /// The wall time between the readings.
     pub wall: Duration,
 }
 
+/// Below this window a share is mostly clock-tick rounding (a tick is 10 ms or less).
+pub const MIN_WINDOW: Duration = Duration::from_secs(2);
+
 impl CpuClock {
     /// Reads the clocks.
     ///
     /// # Errors
-    /// `/proc/stat` unreadable or without its `cpu` line, or `getrusage` failed.
+    /// `/proc/stat` unreadable or without a line for an allowed CPU, or `getrusage` failed.
     pub fn now() -> io::Result<CpuClock> {
         let stat = std::fs::read_to_string("/proc/stat")?;
-        let line = stat
-            .lines()
-            .find(|l| l.starts_with("cpu "))
-            .ok_or_else(|| io::Error::other("/proc/stat has no cpu line"))?;
-        let ticks: Vec<u64> = line.split_whitespace().skip(1).map(|v| v.parse().unwrap_or(0)).collect();
-        let get = |i: usize| ticks.get(i).copied().unwrap_or(0);
-        // user nice system idle iowait irq softirq steal (guest time is inside user).
-        let busy = get(0) + get(1) + get(2) + get(5) + get(6) + get(7);
+        let allowed = allowed_cpus();
+        let (mut busy, mut steal, mut cpus) = (0u64, 0u64, 0usize);
+        for line in stat.lines() {
+            let mut fields = line.split_whitespace();
+            let Some(cpu) =
+                fields.next().and_then(|f| f.strip_prefix("cpu")).and_then(|n| n.parse::<usize>().ok())
+            else {
+                continue;
+            };
+            if allowed.as_ref().is_some_and(|a| !a.contains(&cpu)) {
+                continue;
+            }
+            let ticks: Vec<u64> = fields.map(|v| v.parse().unwrap_or(0)).collect();
+            let get = |i: usize| ticks.get(i).copied().unwrap_or(0);
+            // user nice system idle iowait irq softirq steal (guest time is inside user).
+            busy += get(0) + get(1) + get(2) + get(5) + get(6);
+            steal += get(7);
+            cpus += 1;
+        }
+        if cpus == 0 {
+            return Err(io::Error::other("/proc/stat has no line for the CPUs this process may use"));
+        }
         // SAFETY: sysconf has no memory effects.
         let hz = match unsafe { libc::sysconf(libc::_SC_CLK_TCK) } {
             hz if hz > 0 => hz as f64,
             _ => 100.0,
         };
         let own = rusage(libc::RUSAGE_SELF)? + rusage(libc::RUSAGE_CHILDREN)?;
-        Ok(CpuClock { at: Instant::now(), busy: busy as f64 / hz, steal: get(7) as f64 / hz, own })
+        Ok(CpuClock { at: Instant::now(), busy: busy as f64 / hz, steal: steal as f64 / hz, cpus, own })
     }
 
-    /// How busy other work kept the machine since `earlier`.
-    pub fn others_since(&self, earlier: &CpuClock) -> Others {
+    /// How busy other work kept this process's CPUs since `earlier`; `None` for a window
+    /// shorter than [`MIN_WINDOW`], too short to tell.
+    pub fn others_since(&self, earlier: &CpuClock) -> Option<Others> {
         let wall = self.at.saturating_duration_since(earlier.at);
-        let capacity = wall.as_secs_f64() * super::available_cpus() as f64;
-        let share = |v: f64| if capacity > 0.0 { (v / capacity).clamp(0.0, 1.0) } else { 0.0 };
-        Others {
+        if wall < MIN_WINDOW {
+            return None;
+        }
+        let capacity = wall.as_secs_f64() * self.cpus as f64;
+        let share = |v: f64| (v / capacity).clamp(0.0, 1.0);
+        Some(Others {
             busy: share((self.busy - earlier.busy) - (self.own - earlier.own)),
             steal: share(self.steal - earlier.steal),
             wall,
-        }
+        })
     }
 }
 
+/// The CPUs this process may run on, from its affinity mask (`None` if unknown: all).
+fn allowed_cpus() -> Option<Vec<usize>> {
+    // SAFETY: cpu_set_t is plain data that sched_getaffinity fills in.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid size and pointer for the calling thread's mask.
+    if unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) } != 0 {
+        return None;
+    }
+    // SAFETY: CPU_ISSET reads the set filled in above; the index is below its capacity.
+    Some((0..libc::CPU_SETSIZE as usize).filter(|&c| unsafe { libc::CPU_ISSET(c, &set) }).collect())
+}
+
 /// User + system seconds of `who`.
-fn rusage(who: libc::c_int) -> io::Result<f64> {
+pub(crate) fn rusage(who: libc::c_int) -> io::Result<f64> {
     // SAFETY: `ru` is plain data that getrusage fills in.
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
     // SAFETY: a valid `who` and a pointer to a live rusage.
@@ -175,7 +211,7 @@ pub const BUSY_SHARE: f64 = 0.10;
 
 /// Why the machine looks too busy for trustworthy figures, if it does: other work above
 /// [`BUSY_SHARE`], hypervisor steal above it, or a 1-minute load average above half the
-/// CPUs (when `others` is not known).
+/// machine's CPUs (when `others` is not known).
 pub fn busy_warning(m: &Machine, others: Option<&Others>) -> Option<String> {
     match others {
         Some(o) if o.busy > BUSY_SHARE => Some(format!(
@@ -189,9 +225,12 @@ pub fn busy_warning(m: &Machine, others: Option<&Others>) -> Option<String> {
             o.wall.as_secs_f64()
         )),
         Some(_) => None,
-        None if m.load[0] > m.cpus as f64 / 2.0 => Some(format!(
+        // The load average counts runnable tasks of the whole machine: compare it with all
+        // of the machine's CPUs.
+        None if m.load[0] > m.cpus_online.max(1) as f64 / 2.0 => Some(format!(
             "load average {:.2} on {} CPUs: the machine is busy, figures will be skewed",
-            m.load[0], m.cpus
+            m.load[0],
+            m.cpus_online.max(1)
         )),
         None => None,
     }
@@ -223,24 +262,30 @@ mod tests {
                 x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
             }
         }
+        // Too short a window so far to say anything.
+        assert_eq!(CpuClock::now().unwrap().others_since(&before), None);
+        std::thread::sleep(MIN_WINDOW.saturating_sub(before.at.elapsed()));
         let after = CpuClock::now().unwrap();
         // Both clocks saw the burn (jiffies are 10 ms or less: allow two of them).
         assert!(after.own - before.own >= 0.13, "own {before:?} -> {after:?}");
         assert!(after.busy - before.busy >= 0.13, "busy {before:?} -> {after:?}");
         // And what is left for others is the rest: within bounds, below everything seen.
-        let o = after.others_since(&before);
+        let o = after.others_since(&before).expect("a long enough window");
         assert!((0.0..=1.0).contains(&o.busy) && (0.0..=1.0).contains(&o.steal), "{o:?}");
-        let all = (after.busy - before.busy) / (o.wall.as_secs_f64() * crate::bench::available_cpus() as f64);
+        let all = (after.busy - before.busy) / (o.wall.as_secs_f64() * after.cpus as f64);
         assert!(o.busy < all, "{o:?} vs all {all}");
-        assert!(o.wall >= Duration::from_millis(150));
+        assert!(o.wall >= MIN_WINDOW);
     }
 
     #[test]
     fn warnings() {
         let mut m = Machine::probe();
-        m.cpus = 2;
+        (m.cpus, m.cpus_online) = (1, 2);
         m.load = [3.0, 0.0, 0.0];
-        assert!(busy_warning(&m, None).unwrap().contains("load average 3.00"));
+        // The load is the machine's: compared with all its CPUs, not the ones we may use.
+        assert!(busy_warning(&m, None).unwrap().contains("load average 3.00 on 2 CPUs"));
+        m.load = [0.9, 0.0, 0.0];
+        assert_eq!(busy_warning(&m, None), None);
         let quiet = Others { busy: 0.01, steal: 0.0, wall: Duration::from_secs(1) };
         assert_eq!(busy_warning(&m, Some(&quiet)), None);
         let busy = Others { busy: 0.5, ..quiet };

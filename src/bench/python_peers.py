@@ -1,8 +1,11 @@
 # Python's multiprocessing as a peer of `shmkit bench` (src/bench/python.rs runs it as
 # `python3 -c <this file> WORKLOAD N [ARG]` and reads the one number it prints).
 # Each workload mirrors the shmkit one of the same group; the fork start method unless said
-# otherwise; the clock runs after one warm-up round, as in the Rust workloads.
+# otherwise; the clock runs after one warm-up round, as in the Rust workloads. Blocking calls
+# take no timeout (a timeout costs Python an extra poll per call); the Rust side kills the
+# whole process group if a run hangs.
 import multiprocessing as mp
+import os
 import sys
 import time
 
@@ -11,10 +14,6 @@ FORK = mp.get_context("fork")
 
 def inc(x):
     return x + 1
-
-
-def noop(_):
-    pass
 
 
 def queue_sender(q, n):
@@ -27,14 +26,14 @@ def queue_tput(n):
     q = FORK.Queue()
     p = FORK.Process(target=queue_sender, args=(q, n), daemon=True)
     p.start()
-    if q.get(timeout=60) != 1:
+    if q.get() != 1:
         raise SystemExit("queue: out of order")
     t = time.perf_counter()
     for i in range(2, n + 2):
-        if q.get(timeout=60) != i:
+        if q.get() != i:
             raise SystemExit("queue: out of order")
     d = time.perf_counter() - t
-    p.join(60)
+    p.join()
     return n / d / 1e6
 
 
@@ -56,7 +55,7 @@ def pipe_rtt(n):
         if a.recv() != i:
             raise SystemExit("pipe: wrong echo")
     d = time.perf_counter() - t
-    p.join(60)
+    p.join()
     return d / n * 1e9
 
 
@@ -71,25 +70,34 @@ def lock_uncontended(n):
     return (time.perf_counter() - t) / n * 1e9
 
 
-def incr(v, go, n):
-    go.wait()
+def incr(v, n):
     for _ in range(n):
         with v.get_lock():
             v.value += 1
 
 
+def incr_child(v, ready, go, done, n):
+    ready.set()
+    go.wait()
+    incr(v, n)
+    done.set()
+
+
 def value_incr(n):
-    """ns per increment: two processes add n/2 each to one Value('q') under its lock."""
+    """ns per increment: two processes add n/2 each to one Value('q') under its lock; the
+    clock runs from the start signal until both are done (as value_incr_2proc in Rust)."""
     v = FORK.Value("q", 0)
-    go = FORK.Event()
+    ready, go, done = FORK.Event(), FORK.Event(), FORK.Event()
     half = n // 2
-    p = FORK.Process(target=incr, args=(v, go, n - half), daemon=True)
+    p = FORK.Process(target=incr_child, args=(v, ready, go, done, n - half), daemon=True)
     p.start()
+    ready.wait()
     t = time.perf_counter()
     go.set()
-    incr(v, go, half)
-    p.join(120)
+    incr(v, half)
+    done.wait()
     d = time.perf_counter() - t
+    p.join()
     if v.value != n:
         raise SystemExit(f"value: {v.value} != {n}")
     return d / n * 1e9
@@ -100,7 +108,9 @@ def start_join(n, method):
     ctx = mp.get_context(method)
     t = time.perf_counter()
     for _ in range(n):
-        p = ctx.Process(target=noop, args=(0,))
+        # A function of a module, not of this script: spawned children import it by name
+        # (this script, run with -c, cannot be imported).
+        p = ctx.Process(target=os.getpid)
         p.start()
         p.join()
         if p.exitcode != 0:

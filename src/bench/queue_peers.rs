@@ -825,7 +825,7 @@ pub enum IdlePeer {
     ShmkitQueue,
     /// A blocking 8-byte `read` on an empty pipe.
     Pipe,
-    /// `std::thread::sleep` for the same time: the floor (fork, exit, page faults).
+    /// `std::thread::sleep` for the same time: the floor (timer wake-ups).
     Sleep,
 }
 
@@ -843,32 +843,47 @@ impl IdlePeer {
     }
 }
 
-/// User + system CPU time of this process's reaped children so far.
-fn children_cpu() -> io::Result<Duration> {
-    // SAFETY: rusage is plain data, filled in by getrusage.
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: a valid out pointer.
-    if unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut ru) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
-    Ok(tv(ru.ru_utime) + tv(ru.ru_stime))
+/// This process's CPU time (user + system, all threads) so far.
+fn process_cpu() -> Duration {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: a valid clock id and out pointer; async-signal-safe, so a forked child may call it.
+    unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
 /// Forks a child that blocks (with `peer`) for `idle` with nothing to receive, then sends it
-/// one message to release it, reaps it and returns the CPU time it used (user + system,
-/// from `getrusage(RUSAGE_CHILDREN)` before and after), fork and exit included.
+/// one message to release it, reaps it and returns the CPU time it used from just before it
+/// blocked until just after it woke up (its own `CLOCK_PROCESS_CPUTIME_ID`, reported through
+/// shared memory): the cost of waiting, without the fork, the exit or the first touches of
+/// the queue.
 ///
 /// # Errors
 /// An OS error, or the child failed or did not exit in time.
 pub fn idle_cpu(peer: IdlePeer, idle: Duration) -> io::Result<Duration> {
-    let before = children_cpu()?;
+    let used = super::sync_peers::shared_counter()?;
+    let slot: &AtomicU64 = &used;
+    // The child's report: nanoseconds of CPU between blocking and waking, plus one (so that
+    // zero means "no report").
+    let report = move |since: Duration| {
+        let ns = process_cpu().saturating_sub(since).as_nanos() as u64;
+        // Relaxed: the parent reads it after reaping the child.
+        slot.store(ns + 1, Ordering::Relaxed);
+    };
     let mut child = match peer {
         IdlePeer::ShmkitQueue => {
             let (tx, rx) = Queue::<u64>::new(8).map_err(other)?.split();
-            let child = fork_child(Cpus::Second, move || match rx.recv() {
-                Ok(1) => 0,
-                _ => 2,
+            let child = fork_child(Cpus::Second, move || {
+                // A first empty poll outside the measured window: attaching is not waiting.
+                if rx.try_recv().is_ok() {
+                    return 2;
+                }
+                let since = process_cpu();
+                let got = rx.recv();
+                report(since);
+                match got {
+                    Ok(1) => 0,
+                    _ => 2,
+                }
             })?;
             std::thread::sleep(idle);
             tx.send(1).map_err(other)?;
@@ -879,7 +894,10 @@ pub fn idle_cpu(peer: IdlePeer, idle: Duration) -> io::Result<Duration> {
             let r = File::from(r);
             let child = fork_child(Cpus::Second, move || {
                 let mut b = [0u8; 8];
-                match (&r).read_exact(&mut b) {
+                let since = process_cpu();
+                let got = (&r).read_exact(&mut b);
+                report(since);
+                match got {
                     Ok(()) if u64::from_ne_bytes(b) == 1 => 0,
                     _ => 2,
                 }
@@ -889,7 +907,9 @@ pub fn idle_cpu(peer: IdlePeer, idle: Duration) -> io::Result<Duration> {
             child
         }
         IdlePeer::Sleep => fork_child(Cpus::Second, move || {
+            let since = process_cpu();
             std::thread::sleep(idle);
+            report(since);
             0
         })?,
     };
@@ -897,5 +917,9 @@ pub fn idle_cpu(peer: IdlePeer, idle: Duration) -> io::Result<Duration> {
         Some(st) if st.success() => {}
         st => return Err(io::Error::other(format!("idle child failed: {st:?}"))),
     }
-    Ok(children_cpu()?.saturating_sub(before))
+    // Relaxed: the child is reaped; its store happened before its exit.
+    match slot.load(Ordering::Relaxed) {
+        0 => Err(io::Error::other("idle child did not report its CPU time")),
+        ns => Ok(Duration::from_nanos(ns - 1)),
+    }
 }

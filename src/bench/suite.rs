@@ -17,6 +17,7 @@
 //!     if let Event::GroupDone(g) = e {
 //!         print!("{}", g.json_lines());
 //!     }
+//!     std::ops::ControlFlow::Continue(())
 //! });
 //! assert!(results.iter().all(|g| g.failures().is_empty()));
 //! # Ok::<(), String>(())
@@ -24,6 +25,7 @@
 
 use std::fmt::Write as _;
 use std::io;
+use std::ops::ControlFlow;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -117,6 +119,11 @@ pub struct GroupInfo {
     pub better: Better,
     /// The reference peers, by preference: ratios are to the first one measured.
     pub reference: &'static [&'static str],
+    /// shmkit's row for the headline: the one doing the same job as the reference and Python
+    /// (e.g. `shmkit_mpmc`, a `Queue`, against Python's `Queue`, not the batched SPSC ring).
+    pub headline: &'static str,
+    /// Python's row doing the same job, if the group has one.
+    pub python: Option<&'static str>,
 }
 
 /// A measured group.
@@ -152,13 +159,9 @@ impl GroupResult {
         q.is_finite().then_some(q)
     }
 
-    /// The best measured row whose name starts with `prefix` (e.g. `shmkit`, `python`).
-    pub fn best(&self, prefix: &str) -> Option<(&'static str, f64)> {
-        self.rows
-            .iter()
-            .filter(|r| r.name.starts_with(prefix))
-            .filter_map(|r| r.median().map(|m| (r.name, m)))
-            .max_by(|a, b| self.times_better(a.1, b.1).unwrap_or(1.0).total_cmp(&1.0))
+    /// The median of row `name`, if it was measured.
+    pub fn figure(&self, name: &str) -> Option<f64> {
+        self.rows.iter().find(|r| r.name == name).and_then(Row::median)
     }
 
     /// The rows whose runs failed: `(name, error)`.
@@ -226,6 +229,9 @@ fn json_num(v: f64) -> String {
         "null".to_owned()
     }
 }
+
+/// The most runs per implementation [`plan`] accepts.
+pub const MAX_RUNS: usize = 1000;
 
 /// What to run.
 #[derive(Clone, Debug, Default)]
@@ -453,218 +459,234 @@ fn us_each(n: u64, mut f: impl FnMut() -> io::Result<()>) -> io::Result<f64> {
     Ok(start.elapsed().as_secs_f64() * 1e6 / n.max(1) as f64)
 }
 
-fn group(id: &'static str, sz: Sizes, runs: usize) -> GroupPlan {
-    let (group, what, unit, better, reference, imps): (_, _, _, _, &'static [&'static str], Vec<Imp>) =
-        match id {
-            "tput_8B" => {
-                let n = sz.tput;
-                let fast = n * 10;
-                let tp = |peer: TputPeer, n: u64| imp(peer.name(), runs, move || Ok(mops(n, tput(peer, n)?)));
-                let mut mq = imp("posix_mq", runs, move || Ok(mops(n / 4, posix_mq_tput(n / 4)?)));
-                mq.available = super::queue_peers::posix_mq_available().map_err(|e| e.to_string());
-                (
-                    id,
-                    "one 8-byte message, one way, between two processes (crossbeam: two threads)",
-                    "M msg/s",
-                    Better::Higher,
-                    &["pipe"][..],
-                    vec![
-                        tp(TputPeer::ShmkitSpsc, fast),
-                        tp(TputPeer::ShmkitSpscBatch, fast),
-                        tp(TputPeer::ShmkitMpmc, fast),
-                        imp("shmkit_pipe", runs, move || {
-                            Ok(mops(fast, pipe_tput(PipeTputPeer::ShmkitPipe, fast)?))
-                        }),
-                        tp(TputPeer::HandSpinRing, fast),
-                        imp("crossbeam_threads", runs, move || Ok(mops(fast, crossbeam_threads_tput(fast)?))),
-                        tp(TputPeer::Pipe, n),
-                        tp(TputPeer::Socketpair, n),
-                        mq,
-                        imp("ipc_channel", runs, move || Ok(mops(n / 4, ipc_channel_tput(n / 4)?))),
-                        python("python_queue", runs, "queue_tput", n / sz.python_div, None),
-                    ],
-                )
-            }
-            "rtt_8B" => {
-                let n = sz.rtt;
-                let rt = |peer: RttPeer, n: u64| imp(peer.name(), runs, move || Ok(ns_per(n, rtt(peer, n)?)));
-                (
-                    id,
-                    "one 8-byte ping-pong round trip between two processes",
-                    "ns/round trip",
-                    Better::Lower,
-                    &["pipe"][..],
-                    vec![
-                        imp("shmkit_queue", runs, move || Ok(ns_per(n, rtt_queue(n)?))),
-                        imp("shmkit_pipe", runs, move || {
-                            Ok(ns_per(n, pipe_rtt(PipeRttPeer::ShmkitPipe, n)?))
-                        }),
-                        rt(RttPeer::ShmkitAdaptive, n),
-                        rt(RttPeer::Spin, n),
-                        rt(RttPeer::FutexAlwaysSleep, n / 4),
-                        rt(RttPeer::Pipe, n / 4),
-                        rt(RttPeer::Socketpair, n / 4),
-                        python("python_pipe", runs, "pipe_rtt", n / sz.python_div, None),
-                    ],
-                )
-            }
-            "lock_uncontended" => {
-                let n = sz.lock;
-                (
-                    id,
-                    "lock + unlock in one thread, nobody else touching the lock",
-                    "ns/lock+unlock",
-                    Better::Lower,
-                    &["pthread_pshared"][..],
-                    LockPeer::ALL
-                        .into_iter()
-                        .map(|peer| imp(peer.name(), runs, move || Ok(ns_per(n, lock_uncontended(peer, n)?))))
-                        .chain([python("python_lock", runs, "lock_uncontended", n / sz.python_div, None)])
-                        .collect(),
-                )
-            }
-            "lock_contended_2proc" => {
-                let n = sz.contended;
-                (
-                id,
-                "lock, +1, unlock in a loop in each of two processes at once: time per critical section of each",
-                "ns/critical section",
-                Better::Lower,
-                &["pthread_pshared"][..],
-                LockPeer::CONTENDED
-                    .into_iter()
-                    .map(|peer| imp(peer.name(), runs, move || Ok(ns_per(n, lock_contended_2proc(peer, n)?))))
-                    .collect(),
-            )
-            }
-            "bulk_64KiB" => {
-                let n = sz.bulk;
-                let bk = |peer: BulkPeer| imp(peer.name(), runs, move || Ok(gib_s(n, bulk(peer, n)?)));
-                (
-                    id,
-                    "one 64 KiB message, one way, between two processes (written and checked at both ends)",
-                    "GiB/s",
-                    Better::Higher,
-                    &["pipe"][..],
-                    vec![
-                        bk(BulkPeer::ShmkitFrames),
-                        imp("shmkit_pipe", runs, move || {
-                            Ok(gib_s(n, pipe_bulk(PipeBulkPeer::ShmkitPipe, n)?))
-                        }),
-                        bk(BulkPeer::HandMemcpyRing),
-                        bk(BulkPeer::Pipe),
-                    ],
-                )
-            }
-            "oversubscribed" => {
-                let n = sz.tput;
-                (
-                    id,
-                    "one 8-byte message from 3 producer processes to 1 consumer, all 4 on 2 CPUs",
-                    "M msg/s",
-                    Better::Higher,
-                    &["pipe"][..],
-                    OversubPeer::ALL
-                        .into_iter()
-                        .map(|peer| imp(peer.name(), runs, move || Ok(mops(n, oversubscribed(peer, n)?))))
-                        .collect(),
-                )
-            }
-            "value_incr_2proc" => {
-                let n = sz.tput;
-                (
-                    id,
-                    "two processes incrementing one shared u64: wall time / increments of both",
-                    "ns/increment",
-                    Better::Lower,
-                    &["pthread_locked"][..],
-                    ValuePeer::ALL
-                        .into_iter()
-                        .map(|peer| imp(peer.name(), runs, move || Ok(ns_per(n, value_incr_2proc(peer, n)?))))
-                        .chain([python("python_value", runs, "value_incr", n / sz.python_div, None)])
-                        .collect(),
-                )
-            }
-            "idle_cpu" => {
-                let idle = sz.idle;
-                (
-                    id,
-                    "CPU a child uses while blocked with nothing to receive (fork and exit included)",
-                    "µs CPU/s blocked",
-                    Better::Lower,
-                    &["pipe_read"][..],
-                    IdlePeer::ALL
-                        .into_iter()
-                        .map(|peer| {
-                            imp(peer.name(), sz.idle_runs, move || {
-                                Ok(idle_cpu(peer, idle)?.as_secs_f64() * 1e6 / idle.as_secs_f64())
-                            })
-                        })
-                        .collect(),
-                )
-            }
-            "process_start_join" => {
-                let n = sz.starts;
-                (
-                    id,
-                    "start a child process that does nothing and wait for it",
-                    "µs",
-                    Better::Lower,
-                    &["command_true"][..],
-                    vec![
-                        imp("shmkit_fork", runs, move || us_each(n, || start_join(Process::new(|| {})))),
-                        imp("shmkit_spawn", runs, move || {
-                            us_each(n / 4, || {
-                                start_join(
-                                    Process::builder().start_method(StartMethod::Spawn).target_fn(noop, 0u32),
-                                )
-                            })
-                        }),
-                        imp("raw_fork_waitpid", runs, move || us_each(n, raw_fork_waitpid)),
-                        imp("command_true", runs, move || {
-                            us_each(n, || match Command::new("/bin/true").status()? {
-                                st if st.success() => Ok(()),
-                                st => Err(io::Error::other(format!("/bin/true: {st}"))),
-                            })
-                        }),
-                        python("python_fork", runs, "start_join", n / 2, Some("fork")),
-                        python("python_spawn", runs, "start_join", n / sz.python_div, Some("spawn")),
-                    ],
-                )
-            }
-            "pool_map_trivial" => {
-                let maps = sz.maps;
-                (
-                id,
-                "pool.map(x + 1) over 10,000 u64s on a pool of 2 worker processes (default chunks: 1,250 items)",
-                "ns/item",
-                Better::Lower,
-                &["python_pool"][..],
-                vec![
-                    imp("shmkit_pool", runs, move || shmkit_pool_map(maps, None)),
-                    imp("shmkit_pool_chunk1", runs, move || shmkit_pool_map(1, Some(1))),
-                    python("python_pool", runs, "pool_map", MAP_ITEMS, Some("0")),
-                    python("python_pool_chunk1", runs, "pool_map", MAP_ITEMS, Some("1")),
-                ],
-            )
-            }
-            "pool_apply_rtt" => {
-                let n = sz.applies;
-                (
-                    id,
-                    "pool.apply(x + 1): one task to a worker process of a pool of 2 and its result back",
-                    "µs",
-                    Better::Lower,
-                    &["python_pool"][..],
-                    vec![
-                        imp("shmkit_pool", runs, move || shmkit_pool_apply(n)),
-                        python("python_pool", runs, "pool_apply", n / sz.python_div, None),
-                    ],
-                )
-            }
-            _ => unreachable!("group ids come from GROUPS"),
-        };
-    GroupPlan { info: GroupInfo { group, what, unit, better, reference }, imps }
+/// What each group measures, in [`GROUPS`] order.
+pub fn infos() -> Vec<GroupInfo> {
+    GROUPS.into_iter().map(info).collect()
+}
+
+/// The description of group `id` (one of [`GROUPS`]).
+fn info(id: &'static str) -> GroupInfo {
+    let (what, unit, better, reference, headline, python): (_, _, _, &'static [&'static str], _, _) = match id
+    {
+        "tput_8B" => (
+            "one 8-byte message, one way, between two processes (crossbeam: two threads)",
+            "M msg/s",
+            Better::Higher,
+            &["pipe"],
+            "shmkit_mpmc",
+            Some("python_queue"),
+        ),
+        "rtt_8B" => (
+            "one 8-byte ping-pong round trip between two processes",
+            "ns/round trip",
+            Better::Lower,
+            &["pipe"],
+            "shmkit_pipe",
+            Some("python_pipe"),
+        ),
+        "lock_uncontended" => (
+            "lock + unlock in one thread, nobody else touching the lock",
+            "ns/lock+unlock",
+            Better::Lower,
+            &["pthread_pshared"],
+            "shmkit",
+            Some("python_lock"),
+        ),
+        "lock_contended_2proc" => (
+            "lock, +1, unlock in a loop in each of two processes at once: wall time / iterations of one",
+            "ns/critical section",
+            Better::Lower,
+            &["pthread_pshared"],
+            "shmkit",
+            None,
+        ),
+        "bulk_64KiB" => (
+            "one 64 KiB message, one way, between two processes (written and checked at both ends)",
+            "GiB/s",
+            Better::Higher,
+            &["pipe"],
+            "shmkit_pipe",
+            None,
+        ),
+        "oversubscribed" => (
+            "one 8-byte message from 3 producer processes to 1 consumer, all 4 on 2 CPUs",
+            "M msg/s",
+            Better::Higher,
+            &["pipe"],
+            "shmkit_mpmc",
+            None,
+        ),
+        "value_incr_2proc" => (
+            "two processes incrementing one shared u64: wall time / increments of both",
+            "ns/increment",
+            Better::Lower,
+            &["pthread_locked"],
+            "shmkit_locked",
+            Some("python_value"),
+        ),
+        "idle_cpu" => (
+            "CPU a child uses while blocked with nothing to receive, from blocking to its wake-up",
+            "µs CPU/s blocked",
+            Better::Lower,
+            &["pipe_read"],
+            "shmkit_queue_recv",
+            None,
+        ),
+        "process_start_join" => (
+            "start a child process that does nothing and wait for it",
+            "µs",
+            Better::Lower,
+            &["command_true"],
+            "shmkit_fork",
+            Some("python_fork"),
+        ),
+        "pool_map_trivial" => (
+            "pool.map(x + 1) over 10,000 u64s on a pool of 2 worker processes (default chunks: 1,250 items)",
+            "ns/item",
+            Better::Lower,
+            &["python_pool"],
+            "shmkit_pool",
+            Some("python_pool"),
+        ),
+        "pool_apply_rtt" => (
+            "pool.apply(x + 1): one task to a worker process of a pool of 2 and its result back",
+            "µs",
+            Better::Lower,
+            &["python_pool"],
+            "shmkit_pool",
+            Some("python_pool"),
+        ),
+        _ => unreachable!("group ids come from GROUPS"),
+    };
+    GroupInfo { group: id, what, unit, better, reference, headline, python }
+}
+
+/// The implementations of group `id`, in the order they run (shmkit's first).
+fn imps(id: &'static str, sz: Sizes, runs: usize) -> Vec<Imp> {
+    match id {
+        "tput_8B" => {
+            let n = sz.tput;
+            let fast = n * 10;
+            let tp = |peer: TputPeer, n: u64| imp(peer.name(), runs, move || Ok(mops(n, tput(peer, n)?)));
+            let mq = imp("posix_mq", runs, move || Ok(mops(n / 4, posix_mq_tput(n / 4)?)))
+                .with_availability(super::queue_peers::posix_mq_available().map_err(|e| e.to_string()));
+            vec![
+                tp(TputPeer::ShmkitSpsc, fast),
+                tp(TputPeer::ShmkitSpscBatch, fast),
+                tp(TputPeer::ShmkitMpmc, fast),
+                imp("shmkit_pipe", runs, move || Ok(mops(fast, pipe_tput(PipeTputPeer::ShmkitPipe, fast)?))),
+                tp(TputPeer::HandSpinRing, fast),
+                imp("crossbeam_threads", runs, move || Ok(mops(fast, crossbeam_threads_tput(fast)?))),
+                tp(TputPeer::Pipe, n),
+                tp(TputPeer::Socketpair, n),
+                mq,
+                imp("ipc_channel", runs, move || Ok(mops(n / 4, ipc_channel_tput(n / 4)?))),
+                python("python_queue", runs, "queue_tput", n / sz.python_div, None),
+            ]
+        }
+        "rtt_8B" => {
+            let n = sz.rtt;
+            let rt = |peer: RttPeer, n: u64| imp(peer.name(), runs, move || Ok(ns_per(n, rtt(peer, n)?)));
+            vec![
+                imp("shmkit_queue", runs, move || Ok(ns_per(n, rtt_queue(n)?))),
+                imp("shmkit_pipe", runs, move || Ok(ns_per(n, pipe_rtt(PipeRttPeer::ShmkitPipe, n)?))),
+                rt(RttPeer::ShmkitAdaptive, n),
+                rt(RttPeer::Spin, n),
+                rt(RttPeer::FutexAlwaysSleep, n / 4),
+                rt(RttPeer::Pipe, n / 4),
+                rt(RttPeer::Socketpair, n / 4),
+                python("python_pipe", runs, "pipe_rtt", n / sz.python_div, None),
+            ]
+        }
+        "lock_uncontended" => {
+            let n = sz.lock;
+            LockPeer::ALL
+                .into_iter()
+                .map(|peer| imp(peer.name(), runs, move || Ok(ns_per(n, lock_uncontended(peer, n)?))))
+                .chain([python("python_lock", runs, "lock_uncontended", n / sz.python_div, None)])
+                .collect()
+        }
+        "lock_contended_2proc" => {
+            let n = sz.contended;
+            LockPeer::CONTENDED
+                .into_iter()
+                .map(|peer| imp(peer.name(), runs, move || Ok(ns_per(n, lock_contended_2proc(peer, n)?))))
+                .collect()
+        }
+        "bulk_64KiB" => {
+            let n = sz.bulk;
+            let bk = |peer: BulkPeer| imp(peer.name(), runs, move || Ok(gib_s(n, bulk(peer, n)?)));
+            vec![
+                bk(BulkPeer::ShmkitFrames),
+                imp("shmkit_pipe", runs, move || Ok(gib_s(n, pipe_bulk(PipeBulkPeer::ShmkitPipe, n)?))),
+                bk(BulkPeer::HandMemcpyRing),
+                bk(BulkPeer::Pipe),
+            ]
+        }
+        "oversubscribed" => {
+            let n = sz.tput;
+            OversubPeer::ALL
+                .into_iter()
+                .map(|peer| imp(peer.name(), runs, move || Ok(mops(n, oversubscribed(peer, n)?))))
+                .collect()
+        }
+        "value_incr_2proc" => {
+            let n = sz.tput;
+            ValuePeer::ALL
+                .into_iter()
+                .map(|peer| imp(peer.name(), runs, move || Ok(ns_per(n, value_incr_2proc(peer, n)?))))
+                .chain([python("python_value", runs, "value_incr", n / sz.python_div, None)])
+                .collect()
+        }
+        "idle_cpu" => {
+            let idle = sz.idle;
+            IdlePeer::ALL
+                .into_iter()
+                .map(|peer| {
+                    imp(peer.name(), sz.idle_runs, move || {
+                        Ok(idle_cpu(peer, idle)?.as_secs_f64() * 1e6 / idle.as_secs_f64())
+                    })
+                })
+                .collect()
+        }
+        "process_start_join" => {
+            let n = sz.starts;
+            vec![
+                imp("shmkit_fork", runs, move || us_each(n, || start_join(Process::new(|| {})))),
+                imp("shmkit_spawn", runs, move || {
+                    us_each(n / 4, || {
+                        start_join(Process::builder().start_method(StartMethod::Spawn).target_fn(noop, 0u32))
+                    })
+                }),
+                imp("raw_fork_waitpid", runs, move || us_each(n, raw_fork_waitpid)),
+                imp("command_true", runs, move || {
+                    us_each(n, || match Command::new("/bin/true").status()? {
+                        st if st.success() => Ok(()),
+                        st => Err(io::Error::other(format!("/bin/true: {st}"))),
+                    })
+                }),
+                python("python_fork", runs, "start_join", n / 2, Some("fork")),
+                python("python_spawn", runs, "start_join", n / sz.python_div, Some("spawn")),
+            ]
+        }
+        "pool_map_trivial" => {
+            let maps = sz.maps;
+            vec![
+                imp("shmkit_pool", runs, move || shmkit_pool_map(maps, None)),
+                imp("shmkit_pool_chunk1", runs, move || shmkit_pool_map(1, Some(1))),
+                python("python_pool", runs, "pool_map", MAP_ITEMS, Some("0")),
+                python("python_pool_chunk1", runs, "pool_map", MAP_ITEMS, Some("1")),
+            ]
+        }
+        "pool_apply_rtt" => {
+            let n = sz.applies;
+            vec![
+                imp("shmkit_pool", runs, move || shmkit_pool_apply(n)),
+                python("python_pool", runs, "pool_apply", n / sz.python_div, None),
+            ]
+        }
+        _ => unreachable!("group ids come from GROUPS"),
+    }
 }
 
 /// The groups `opts` asks for, in [`GROUPS`] order.
@@ -674,8 +696,8 @@ fn group(id: &'static str, sz: Sizes, runs: usize) -> GroupPlan {
 pub fn plan(opts: &Options) -> Result<Plan, String> {
     let sizes = if opts.quick { QUICK } else { FULL };
     let runs = opts.runs.unwrap_or(if opts.quick { 3 } else { 5 });
-    if runs == 0 {
-        return Err("--runs must be at least 1".to_owned());
+    if !(1..=MAX_RUNS).contains(&runs) {
+        return Err(format!("--runs must be from 1 to {MAX_RUNS}"));
     }
     if let Some(wanted) = &opts.groups {
         if let Some(bad) = wanted.iter().find(|w| !GROUPS.contains(&w.as_str())) {
@@ -689,7 +711,7 @@ pub fn plan(opts: &Options) -> Result<Plan, String> {
     let groups = GROUPS
         .into_iter()
         .filter(|g| opts.groups.as_ref().is_none_or(|w| w.iter().any(|w| w == g)))
-        .map(|g| group(g, sizes_runs, runs))
+        .map(|g| GroupPlan { info: info(g), imps: imps(g, sizes_runs, runs) })
         .collect();
     Ok(Plan { groups })
 }
@@ -700,14 +722,20 @@ impl Plan {
         self.groups.iter().flat_map(|g| &g.imps).filter(|i| i.available.is_ok()).map(|i| i.runs as u64).sum()
     }
 
+    /// Whether a row of Python's runs (or is skipped) in this plan.
+    pub fn uses_python(&self) -> bool {
+        self.groups.iter().flat_map(|g| &g.imps).any(|i| i.name.starts_with("python"))
+    }
+
     /// The groups' descriptions, in the order they will run.
     pub fn groups(&self) -> Vec<GroupInfo> {
         self.groups.iter().map(|g| g.info).collect()
     }
 
     /// Measures every group in order, calling `on` before each run and after each group.
-    /// A failing run marks its row [`Outcome::Failed`] and the suite goes on.
-    pub fn run(self, mut on: impl FnMut(Event<'_>)) -> Vec<GroupResult> {
+    /// A failing run marks its row [`Outcome::Failed`] and the suite goes on; `on` returning
+    /// `Break` stops it (the groups finished so far are returned).
+    pub fn run(self, mut on: impl FnMut(Event<'_>) -> ControlFlow<()>) -> Vec<GroupResult> {
         let mut results = Vec::with_capacity(self.groups.len());
         for g in self.groups {
             let mut rows = Vec::with_capacity(g.imps.len());
@@ -715,10 +743,14 @@ impl Plan {
                 let outcome = match i.available {
                     Err(why) => Outcome::Skipped(why),
                     Ok(()) => {
-                        let mut figures = Vec::with_capacity(i.runs);
+                        let mut figures = Vec::new();
                         let mut failed = None;
                         for run in 1..=i.runs {
-                            on(Event::Step { group: g.info.group, imp: i.name, run, runs: i.runs });
+                            if on(Event::Step { group: g.info.group, imp: i.name, run, runs: i.runs })
+                                .is_break()
+                            {
+                                return results;
+                            }
                             match (i.run)() {
                                 Ok(v) if v.is_finite() => figures.push(v),
                                 Ok(v) => {
@@ -740,8 +772,11 @@ impl Plan {
                 rows.push(Row { name: i.name, outcome });
             }
             let result = GroupResult { info: g.info, rows };
-            on(Event::GroupDone(&result));
+            let flow = on(Event::GroupDone(&result));
             results.push(result);
+            if flow.is_break() {
+                break;
+            }
         }
         results
     }
@@ -762,7 +797,15 @@ mod tests {
 
     fn result(better: Better, rows: &[(&'static str, Option<f64>)]) -> GroupResult {
         GroupResult {
-            info: GroupInfo { group: "g", what: "w", unit: "u\"nit", better, reference: &["ref", "alt"] },
+            info: GroupInfo {
+                group: "g",
+                what: "w",
+                unit: "u\"nit",
+                better,
+                reference: &["ref", "alt"],
+                headline: "shmkit_x",
+                python: None,
+            },
             rows: rows
                 .iter()
                 .map(|&(name, v)| Row {
@@ -786,13 +829,13 @@ mod tests {
     }
 
     #[test]
-    fn best_picks_the_better_figure_either_way() {
-        let rows = [("shmkit_a", Some(3.0)), ("shmkit_b", Some(5.0)), ("python_x", Some(9.0)), ("ref", None)];
-        assert_eq!(result(Better::Higher, &rows).best("shmkit"), Some(("shmkit_b", 5.0)));
-        assert_eq!(result(Better::Lower, &rows).best("shmkit"), Some(("shmkit_a", 3.0)));
-        assert_eq!(result(Better::Lower, &rows).best("python"), Some(("python_x", 9.0)));
-        assert_eq!(result(Better::Lower, &rows).best("ref"), None);
+    fn figures_by_name_and_times_better_either_way() {
+        let rows = [("shmkit_a", Some(3.0)), ("python_x", Some(9.0)), ("ref", None)];
+        assert_eq!(result(Better::Lower, &rows).figure("python_x"), Some(9.0));
+        assert_eq!(result(Better::Lower, &rows).figure("ref"), None);
+        assert_eq!(result(Better::Lower, &rows).figure("nope"), None);
         assert_eq!(result(Better::Lower, &rows).times_better(3.0, 9.0), Some(3.0));
+        assert_eq!(result(Better::Higher, &rows).times_better(3.0, 9.0), Some(1.0 / 3.0));
     }
 
     #[test]
@@ -838,10 +881,20 @@ mod tests {
     fn plan_checks_its_options() {
         assert!(plan(&Options { groups: Some(vec!["nope".into()]), ..Options::default() }).is_err());
         assert!(plan(&Options { runs: Some(0), ..Options::default() }).is_err());
+        assert!(plan(&Options { runs: Some(MAX_RUNS + 1), ..Options::default() }).is_err());
         let p = plan(&Options { quick: true, groups: Some(vec!["rtt_8B".into()]), runs: Some(2) }).unwrap();
         assert_eq!(p.groups().len(), 1);
         assert_eq!(p.steps(), 2 * if python_version().is_ok() { 8 } else { 7 });
         let all = plan(&Options::default()).unwrap();
-        assert_eq!(all.groups().iter().map(|g| g.group).collect::<Vec<_>>(), GROUPS);
+        assert_eq!(all.groups(), infos());
+        assert_eq!(infos().iter().map(|g| g.group).collect::<Vec<_>>(), GROUPS);
+        // Every group's headline, reference and Python rows are rows of that group.
+        for g in all.groups {
+            let names: Vec<_> = g.imps.iter().map(|i| i.name).collect();
+            assert!(names.contains(&g.info.headline), "{}: {}", g.info.group, g.info.headline);
+            assert!(g.info.headline.starts_with("shmkit"), "{}", g.info.headline);
+            assert!(g.info.reference.iter().all(|r| names.contains(r)), "{}", g.info.group);
+            assert!(g.info.python.is_none_or(|p| names.contains(&p)), "{}", g.info.group);
+        }
     }
 }

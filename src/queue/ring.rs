@@ -1052,6 +1052,10 @@ pub(crate) fn view(
     let (mut head, mut tail) = (0, 0);
     for _ in 0..POSITION_TRIES {
         head = ctl.head.load(Ordering::Relaxed);
+        // Acquire: the consumer that wrote this `head` had seen a `tail` at least as large;
+        // the fence makes that `tail` visible to the load below (relaxed loads of two
+        // locations may otherwise be reordered).
+        crate::primitive::atomic::fence(Ordering::Acquire);
         tail = ctl.tail.load(Ordering::Relaxed);
         if ctl.head.load(Ordering::Relaxed) == head {
             break;

@@ -519,7 +519,7 @@ impl Segment {
                 _ => ShmOpenError::Io(e),
             })?;
         if !file.metadata()?.is_file() {
-            return Err(ShmOpenError::NotShmkit);
+            return Err(ShmOpenError::Io(io::Error::other(format!("{path} is not a regular file"))));
         }
         let fd = OwnedFd::from(file);
         let size = file_size(fd.as_fd())?;

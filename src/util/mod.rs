@@ -1,4 +1,4 @@
-//! Small helpers shared by the layers: backoff, process identity, forking.
+//! Small helpers shared by the layers: backoff, process identity, forking, times as text.
 
 pub(crate) mod backoff;
 #[cfg(not(loom))]
@@ -6,3 +6,4 @@ pub mod child;
 pub(crate) mod membarrier;
 #[cfg(not(loom))]
 pub mod proc;
+pub mod time;

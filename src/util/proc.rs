@@ -84,6 +84,17 @@ pub enum Liveness {
     Unknown,
 }
 
+impl std::fmt::Display for Liveness {
+    /// `alive`, `dead` or `unknown`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(match self {
+            Liveness::Alive => "alive",
+            Liveness::Dead => "dead",
+            Liveness::Unknown => "unknown",
+        })
+    }
+}
+
 /// Whether no process has this pid at all: one `kill(pid, 0)`, no allocation, so a fork
 /// handler may call it. A zombie still counts as present (see [`ProcessToken::liveness`]);
 /// pid 0 is never gone, and a pid no process can have always is.

@@ -1,17 +1,18 @@
 //! `shmkit bench`: runs [`shmkit::bench::suite`] with a progress bar and prints the tables,
 //! JSON lines or a plot.
 
-use std::io::{IsTerminal, Write};
+use std::io::{ErrorKind, IsTerminal, Write};
+use std::ops::ControlFlow;
 use std::path::PathBuf;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use shmkit::bench::machine::{busy_warning, CpuClock, Machine};
+use shmkit::bench::machine::{busy_warning, CpuClock, Machine, MIN_WINDOW};
 use shmkit::bench::suite::{self, Better, Event, GroupResult, Options, Outcome};
 
 /// Arguments of `shmkit bench`.
 #[derive(clap::Args, Debug)]
 pub struct BenchArgs {
-    /// A shorter run (well under 30 s): smaller workloads, 3 runs each.
+    /// A shorter run (well under 30 s): smaller workloads, 3 runs each (idle_cpu: one).
     #[arg(long)]
     quick: bool,
     /// Writes one JSON object per measured figure to stdout instead of the tables:
@@ -22,9 +23,9 @@ pub struct BenchArgs {
     /// Also draws every group as a bar chart into this SVG file.
     #[arg(long, value_name = "FILE.svg")]
     plot: Option<PathBuf>,
-    /// Runs per figure (the median is reported) [default: 3 with --quick, else 5].
-    #[arg(long)]
-    runs: Option<usize>,
+    /// Runs per figure, 1 to 1000 (the median is reported) [default: 3 with --quick, else 5].
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1000))]
+    runs: Option<u16>,
     /// Only these groups (comma-separated); `--list` names them.
     #[arg(long, value_delimiter = ',')]
     groups: Option<Vec<String>>,
@@ -81,14 +82,16 @@ fn table(g: &GroupResult) -> String {
     out
 }
 
-/// The last lines: shmkit's best figure in each group against the group's reference and
-/// against Python's best, when Python ran.
+/// The last lines: in each group, shmkit's row doing the same job as the reference and as
+/// Python's (`GroupInfo::headline`), and how many times better it is than each.
 fn headline(results: &[GroupResult]) -> String {
-    let mut out =
-        String::from("Headline: shmkit's best figure in each group, against the reference and Python\n");
+    let mut out = String::from(
+        "Headline: each group's shmkit row against the reference and Python doing the same job\n",
+    );
     for g in results {
-        let Some((name, v)) = g.best("shmkit") else {
-            out += &format!("  {:<22} (no shmkit figure)\n", g.info.group);
+        let name = g.info.headline;
+        let Some(v) = g.figure(name) else {
+            out += &format!("  {:<22} {name}: not measured\n", g.info.group);
             continue;
         };
         let vs = |other: Option<(&str, f64)>| match other {
@@ -96,9 +99,10 @@ fn headline(results: &[GroupResult]) -> String {
             None => String::new(),
         };
         let reference = vs(g.reference());
-        let python = vs(g.best("python").filter(|p| Some(p.0) != g.reference().map(|r| r.0)));
+        let python = g.info.python.filter(|p| Some(*p) != g.reference().map(|r| r.0));
+        let python = vs(python.and_then(|p| g.figure(p).map(|f| (p, f))));
         let line = format!(
-            "  {:<22} {:<22} {:>9} {:<20} {reference:<28} {python}",
+            "  {:<22} {:<20} {:>9} {:<20} {reference:<28} {python}",
             g.info.group,
             name,
             num(v),
@@ -110,37 +114,51 @@ fn headline(results: &[GroupResult]) -> String {
     out
 }
 
+/// A line on stderr; a closed stderr is not an error worth stopping for.
+macro_rules! note {
+    ($($arg:tt)*) => {{
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 /// Runs `shmkit bench`.
 pub fn run(args: &BenchArgs) -> Result<(), String> {
     if args.list {
-        let plan = suite::plan(&Options::default())?;
-        for g in plan.groups() {
+        for g in suite::infos() {
             println!("{:<22} {} [{}, {}]", g.group, g.what, g.unit, better_word(g.better));
         }
         return Ok(());
     }
-    let opts = Options { quick: args.quick, runs: args.runs, groups: args.groups.clone() };
+    let opts = Options { quick: args.quick, runs: args.runs.map(usize::from), groups: args.groups.clone() };
     let plan = suite::plan(&opts)?;
     if let Some(path) = &args.plot {
-        // Fail now, not after the whole run, if the plot cannot be written.
-        std::fs::File::create(path).map_err(|e| format!("plot {}: {e}", path.display()))?;
+        // Fail now, not after the whole run, if the plot cannot be written; an existing file
+        // is left as it is until the new plot replaces it.
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .map_err(|e| format!("plot {}: {e}", path.display()))?;
     }
     let machine = Machine::probe();
-    let date = utc_now();
+    let date = shmkit::util::time::utc_now();
     let runs = opts.runs.unwrap_or(if args.quick { 3 } else { 5 });
-    eprintln!(
+    note!(
         "shmkit bench {} ({}), {date}, {runs} run{} per figure (the median is shown)",
         env!("CARGO_PKG_VERSION"),
         if args.quick { "quick" } else { "full" },
         if runs == 1 { "" } else { "s" }
     );
-    eprintln!("machine: {}", machine.summary());
-    match shmkit::bench::python_version() {
-        Ok(v) => eprintln!("python3: {v} (its multiprocessing is a peer)"),
-        Err(why) => eprintln!("python3: {why} (its rows are skipped)"),
+    note!("machine: {}", machine.summary());
+    if plan.uses_python() {
+        match shmkit::bench::python_version() {
+            Ok(v) => note!("python3: {v} (its multiprocessing is a peer)"),
+            Err(why) => note!("python3: {why} (its rows are skipped)"),
+        }
     }
     if let Some(w) = busy_warning(&machine, None) {
-        eprintln!("warning: {w}");
+        note!("warning: {w}");
     }
     let start = CpuClock::now().ok();
 
@@ -162,20 +180,25 @@ pub fn run(args: &BenchArgs) -> Result<(), String> {
         Event::Step { group, imp, run, runs } => {
             bar.set_message(format!("{group}/{imp} (run {run}/{runs})"));
             bar.inc(1);
+            ControlFlow::Continue(())
         }
         Event::GroupDone(g) => {
             let text = if json { g.json_lines() } else { table(g) + "\n" };
             bar.suspend(|| {
                 let mut out = out.lock();
-                if let Err(e) = out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
-                    write_err.get_or_insert(e);
-                }
-            });
+                out.write_all(text.as_bytes()).and_then(|()| out.flush())
+            })
+            .map_err(|e| write_err = Some(e))
+            // Nobody reads the results any more: stop.
+            .map_or(ControlFlow::Break(()), ControlFlow::Continue)
         }
     });
     bar.finish_and_clear();
-    if let Some(e) = write_err {
-        return Err(format!("writing the results: {e}"));
+    match write_err {
+        // `shmkit bench | head`: the reader has what it wanted.
+        Some(e) if e.kind() == ErrorKind::BrokenPipe => return Ok(()),
+        Some(e) => return Err(format!("writing the results: {e}")),
+        None => {}
     }
     if !json {
         let mut out = out.lock();
@@ -185,52 +208,44 @@ pub fn run(args: &BenchArgs) -> Result<(), String> {
     }
 
     let others = match (start, CpuClock::now().ok()) {
-        (Some(a), Some(b)) => Some(b.others_since(&a)),
+        (Some(a), Some(b)) => b.others_since(&a),
         _ => None,
     };
-    if let Some(o) = &others {
-        eprintln!(
-            "other work during the run: {:.1}% of the CPUs, steal {:.1}%, {:.1} s",
+    match &others {
+        Some(o) => note!(
+            "other work during the run: {:.1}% of the CPUs, hypervisor steal {:.1}%, over {:.1} s",
             o.busy * 100.0,
             o.steal * 100.0,
             o.wall.as_secs_f64()
-        );
+        ),
+        None => note!(
+            "other work during the run: not measured (a run under {} s is too short to tell)",
+            MIN_WINDOW.as_secs()
+        ),
     }
     if let Some(w) = busy_warning(&machine, others.as_ref()) {
-        eprintln!("warning: {w}");
+        note!("warning: {w}");
     }
     if let Some(path) = &args.plot {
         let title = format!("shmkit bench, {date}: {}", machine.summary());
         crate::plot::draw(path, &title, &results).map_err(|e| format!("plot {}: {e}", path.display()))?;
-        eprintln!("plot written to {}", path.display());
+        note!("plot written to {}", path.display());
     }
-    let failures: Vec<String> = results
-        .iter()
-        .flat_map(|g| g.failures().into_iter().map(move |(name, e)| format!("{}/{name}: {e}", g.info.group)))
-        .collect();
+    // A peer that fails here is reported (its row says FAILED) but only shmkit's own rows
+    // decide the exit status: a broken peer is the machine's problem, not shmkit's.
+    let mut failures = Vec::new();
+    for g in &results {
+        for (name, e) in g.failures() {
+            if name.starts_with("shmkit") {
+                failures.push(format!("{}/{name}: {e}", g.info.group));
+            } else {
+                note!("warning: peer {}/{name} failed: {e}", g.info.group);
+            }
+        }
+    }
     if failures.is_empty() {
         Ok(())
     } else {
-        Err(format!("{} figure(s) failed: {}", failures.len(), failures.join("; ")))
+        Err(format!("{} shmkit figure(s) failed: {}", failures.len(), failures.join("; ")))
     }
-}
-
-/// Now as `YYYY-MM-DD HH:MM UTC`.
-fn utc_now() -> String {
-    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    // SAFETY: `tm` is plain data that gmtime_r fills in from a valid time_t.
-    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
-    let t = secs as libc::time_t;
-    // SAFETY: both pointers are to live locals.
-    if unsafe { libc::gmtime_r(&t, &mut tm) }.is_null() {
-        return format!("{secs} s after the epoch");
-    }
-    format!(
-        "{:04}-{:02}-{:02} {:02}:{:02} UTC",
-        tm.tm_year + 1900,
-        tm.tm_mon + 1,
-        tm.tm_mday,
-        tm.tm_hour,
-        tm.tm_min
-    )
 }

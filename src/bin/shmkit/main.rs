@@ -59,14 +59,6 @@ enum Command {
     },
 }
 
-fn liveness(l: Liveness) -> &'static str {
-    match l {
-        Liveness::Alive => "alive",
-        Liveness::Dead => "dead",
-        Liveness::Unknown => "unknown",
-    }
-}
-
 fn per_op(d: Duration, n: u64) -> f64 {
     d.as_secs_f64() * 1e9 / n.max(1) as f64
 }
@@ -140,7 +132,7 @@ fn ls() -> Result<(), String> {
                 h.kind().name(),
                 s.size,
                 h.creator_pid,
-                liveness(s.creator),
+                s.creator,
                 if h.is_persistent() { "persistent" } else { "-" }
             ),
             Err(e) => println!("{:<40} {:<10} {:>12} {:>8} {:<8} {e}", s.name, "?", s.size, "?", "?"),
