@@ -61,7 +61,7 @@ fn table(g: &GroupResult) -> String {
     out += &format!(
         "  {:<24} {:>20} {:>23} {:>20}\n",
         "impl",
-        format!("{}", g.info.unit),
+        g.info.unit,
         "range of runs",
         format!("vs {reference}")
     );
