@@ -333,10 +333,19 @@ impl WaitCell {
     /// ```
     pub fn wait_any<R>(
         cells: &[&WaitCell],
+        poll: impl FnMut() -> Option<R>,
+        deadline: Option<Instant>,
+    ) -> Result<R, TimedOut> {
+        Self::wait_any_with(cells, WaitStrategy::ADAPTIVE, poll, deadline)
+    }
+
+    /// [`WaitCell::wait_any`] with an explicit strategy.
+    pub(crate) fn wait_any_with<R>(
+        cells: &[&WaitCell],
+        strategy: WaitStrategy,
         mut poll: impl FnMut() -> Option<R>,
         deadline: Option<Instant>,
     ) -> Result<R, TimedOut> {
-        let strategy = WaitStrategy::ADAPTIVE;
         let mut words: Vec<(&AtomicU32, u32)> = Vec::with_capacity(cells.len());
         if cells.is_empty() {
             // Nothing can notify: poll at the fallback interval until the deadline.

@@ -111,8 +111,35 @@ pub fn pid_gone(pid: u32) -> bool {
 }
 
 /// Reads (state, start time) from a `stat` file of procfs (a process's or a thread's).
-fn read_stat(path: &str) -> Option<(u8, u64)> {
-    let text = std::fs::read(path).ok()?;
+///
+/// One `open`, one `read` into a stack buffer and one `close`: `std::fs::read` would add a
+/// `statx` and grow its buffer from 32 bytes over six reads (procfs reports size 0), and
+/// the peer checks of a blocked queue run this ten times a second.
+fn read_stat(path: &std::ffi::CStr) -> Option<(u8, u64)> {
+    // Field 22 ends within the first ~600 bytes even with a 64-byte name and every earlier
+    // number at its widest; a line cut before it fails to parse below.
+    let mut buf = [0u8; 1024];
+    let interrupted = || std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR);
+    let fd = loop {
+        // SAFETY: a NUL-terminated path; the flags ask for nothing that outlives the call.
+        let fd = unsafe { libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+        if fd >= 0 {
+            break fd;
+        }
+        if !interrupted() {
+            return None;
+        }
+    };
+    let n = loop {
+        // SAFETY: reads at most `buf.len()` bytes into our buffer from the fd we just opened.
+        let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+        if n >= 0 || !interrupted() {
+            break n;
+        }
+    };
+    // SAFETY: closes the fd we opened, once.
+    unsafe { libc::close(fd) };
+    let text = buf.get(..usize::try_from(n).ok()?)?;
     // The command name may hold spaces and parentheses: fields start after the last ')'.
     let close = text.iter().rposition(|&b| b == b')')?;
     let rest = std::str::from_utf8(text.get(close + 1..)?).ok()?;
@@ -120,12 +147,26 @@ fn read_stat(path: &str) -> Option<(u8, u64)> {
     let state = fields.next()?.bytes().next()?;
     // `state` is field 3; starttime is field 22, i.e. 19 further on.
     let start = fields.nth(18)?.parse().ok()?;
+    // A field after it: the start time was not cut short by the buffer's end.
+    fields.next()?;
     Some((state, start))
+}
+
+/// Formats `/proc/{a}/stat` or `/proc/{a}/task/{b}/stat` into `buf`, NUL-terminated.
+fn stat_path(buf: &mut [u8; 64], pid: u32, tid: Option<u32>) -> &std::ffi::CStr {
+    use std::io::Write;
+    let mut w = &mut buf[..];
+    let _ = match tid {
+        None => write!(w, "/proc/{pid}/stat\0"),
+        Some(tid) => write!(w, "/proc/{pid}/task/{tid}/stat\0"),
+    };
+    // Two u32s and the fixed parts take at most 46 bytes: the NUL is always written.
+    std::ffi::CStr::from_bytes_until_nul(&buf[..]).unwrap_or_default()
 }
 
 /// Reads (state, start time) of `pid` from `/proc/PID/stat`.
 fn stat(pid: u32) -> Option<(u8, u64)> {
-    read_stat(&format!("/proc/{pid}/stat"))
+    read_stat(stat_path(&mut [0; 64], pid, None))
 }
 
 /// Whether some thread of `pid` is neither a zombie nor dead.
@@ -133,7 +174,7 @@ fn any_live_task(pid: u32) -> bool {
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return false };
     tasks.flatten().any(|t| {
         let Some(tid) = t.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { return false };
-        read_stat(&format!("/proc/{pid}/task/{tid}/stat"))
+        read_stat(stat_path(&mut [0; 64], pid, Some(tid)))
             .is_some_and(|(state, _)| state != b'Z' && state != b'X')
     })
 }
@@ -162,11 +203,27 @@ impl ProcessToken {
         ProcessToken { pid, start }
     }
 
-    /// Checks whether this process still runs.
+    /// Checks whether this process still runs (our own pid without a syscall; any other by
+    /// one read of `/proc/PID/stat`, about 8 µs).
     pub fn liveness(&self) -> Liveness {
         if self.pid == 0 || self.pid > i32::MAX as u32 {
             return Liveness::Dead;
         }
+        // Our own pid needs no syscall: we run, so a record with our start time is us, and
+        // one with another start time is a dead process whose pid we were given.
+        let me = Self::current();
+        if self.pid == me.pid && me.start != 0 {
+            return match self.start {
+                0 => Liveness::Unknown,
+                s if s == me.start => Liveness::Alive,
+                _ => Liveness::Dead,
+            };
+        }
+        self.liveness_by_proc()
+    }
+
+    /// [`ProcessToken::liveness`] from `/proc` alone.
+    fn liveness_by_proc(&self) -> Liveness {
         match stat(self.pid) {
             // A zombie leader may still have live threads (its main thread called
             // `pthread_exit`): only dead if every task is.
