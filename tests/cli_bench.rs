@@ -2,18 +2,22 @@
 //! (`.ci/run` also runs the whole `--quick` suite with the release binary and checks that
 //! every group is present; here a few fast groups keep debug-build test runs short.)
 
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output};
 use std::sync::mpsc;
 use std::time::Duration;
 
-/// Runs `shmkit ARGS` and returns what it printed; kills it after `secs`.
-fn shmkit(args: &[&str], secs: u64) -> Output {
-    let child = Command::new(env!("CARGO_BIN_EXE_shmkit"))
+/// Starts `shmkit ARGS` with stdout and stderr piped.
+fn start(args: &[&str]) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_shmkit"))
         .args(args)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
-        .expect("start shmkit");
+        .expect("start shmkit")
+}
+
+/// Waits for `child` and collects what is left of its output; kills it after `secs`.
+fn finish(child: Child, secs: u64) -> Output {
     let pid = child.id() as libc::pid_t;
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
@@ -24,9 +28,14 @@ fn shmkit(args: &[&str], secs: u64) -> Output {
         Err(_) => {
             // SAFETY: signalling our own unreaped child (its pid cannot have been reused).
             unsafe { libc::kill(pid, libc::SIGKILL) };
-            panic!("shmkit {args:?} did not finish within {secs} s");
+            panic!("shmkit did not finish within {secs} s");
         }
     }
+}
+
+/// Runs `shmkit ARGS` and returns what it printed; kills it after `secs`.
+fn shmkit(args: &[&str], secs: u64) -> Output {
+    finish(start(args), secs)
 }
 
 fn text(b: &[u8]) -> String {
@@ -153,32 +162,24 @@ fn list_and_bad_arguments() {
 
 #[test]
 fn a_closed_stdout_stops_the_run_quietly() {
-    use std::io::{BufRead, BufReader, Read};
+    use std::io::{BufRead, BufReader};
     // `shmkit bench --json | head -1`: the reader goes away after the first group.
-    let mut child = Command::new(env!("CARGO_BIN_EXE_shmkit"))
-        .args(["bench", "--quick", "--json", "--runs", "1", "--groups", "lock_uncontended,rtt_8B,bulk_64KiB"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("start shmkit");
+    let mut child = start(&[
+        "bench",
+        "--quick",
+        "--json",
+        "--runs",
+        "1",
+        "--groups",
+        "lock_uncontended,rtt_8B,bulk_64KiB",
+    ]);
     let mut first = String::new();
     BufReader::new(child.stdout.take().unwrap()).read_line(&mut first).unwrap();
     // (The BufReader, and with it the read end, is dropped here.)
     assert!(first.starts_with("{\"group\": \"rtt_8B\""), "{first}");
-    let mut stderr = String::new();
-    let mut err = child.stderr.take().unwrap();
-    let pid = child.id() as libc::pid_t;
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = err.read_to_string(&mut stderr);
-        let _ = tx.send((child.wait(), stderr));
-    });
-    let (status, stderr) = rx.recv_timeout(Duration::from_secs(300)).unwrap_or_else(|_| {
-        // SAFETY: our own unreaped child.
-        unsafe { libc::kill(pid, libc::SIGKILL) };
-        panic!("shmkit did not stop after its stdout closed");
-    });
-    assert!(status.unwrap().success(), "{stderr}");
+    let out = finish(child, 300);
+    let (status, stderr) = (out.status, text(&out.stderr));
+    assert!(status.success(), "{stderr}");
     // It stopped at the next group instead of running the rest and reporting on them.
     assert!(!stderr.contains("Broken pipe") && !stderr.contains("panicked"), "{stderr}");
     assert!(!stderr.contains("other work during the run"), "{stderr}");

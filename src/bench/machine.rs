@@ -195,7 +195,7 @@ fn allowed_cpus() -> Option<Vec<usize>> {
 }
 
 /// User + system seconds of `who`.
-pub(crate) fn rusage(who: libc::c_int) -> io::Result<f64> {
+fn rusage(who: libc::c_int) -> io::Result<f64> {
     // SAFETY: `ru` is plain data that getrusage fills in.
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
     // SAFETY: a valid `who` and a pointer to a live rusage.

@@ -6,7 +6,7 @@
 //! group of its own) and reads the one figure it prints; the interpreter's own start is not
 //! timed. A run that takes over 120 s is killed with its whole group.
 
-use std::io::{self, Read};
+use std::io;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
@@ -42,7 +42,7 @@ pub fn python_run(args: &[&str]) -> io::Result<f64> {
 
 /// Runs the script with `args` and returns its stdout.
 fn run_script(args: &[&str]) -> io::Result<String> {
-    let mut child = Command::new("python3")
+    let child = Command::new("python3")
         .arg("-c")
         .arg(SCRIPT)
         .args(args)
@@ -53,41 +53,28 @@ fn run_script(args: &[&str]) -> io::Result<String> {
         .process_group(0)
         .spawn()?;
     let pid = child.id() as libc::pid_t;
-    // Both pipes are drained while the run goes on (a chatty stderr cannot block it), by a
-    // thread that ends when every writer is gone: at the end of the run, or at its kill.
-    let (mut out, mut err) = (child.stdout.take(), child.stderr.take());
+    // Waited for by a thread that drains both pipes meanwhile (a chatty stderr cannot block
+    // the run); it returns at the end of the run, or at its kill.
     let (tx, rx) = mpsc::channel();
-    let reader = std::thread::spawn(move || {
-        let (mut o, mut e) = (Vec::new(), Vec::new());
-        let err_thread = std::thread::spawn(move || {
-            if let Some(err) = err.as_mut() {
-                let _ = err.read_to_end(&mut e);
-            }
-            e
-        });
-        if let Some(out) = out.as_mut() {
-            let _ = out.read_to_end(&mut o);
-        }
-        let e = err_thread.join().unwrap_or_default();
-        let _ = tx.send((o, e));
+    let waiter = std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
     });
-    let (stdout, stderr) = match rx.recv_timeout(TIMEOUT) {
-        Ok(pipes) => pipes,
+    let out = match rx.recv_timeout(TIMEOUT) {
+        Ok(out) => out?,
         Err(_) => {
-            // SAFETY: signalling the process group we created; its leader is our unreaped
-            // child, so the group id cannot have been reused.
+            // SAFETY: signalling the process group we created; its leader is our child, not
+            // reaped until the waiter returns, so the group id cannot have been reused.
             unsafe { libc::kill(-pid, libc::SIGKILL) };
-            let _ = child.wait();
-            let _ = reader.join();
+            let _ = waiter.join();
             return Err(io::Error::new(io::ErrorKind::TimedOut, format!("python3 {args:?} took over 120 s")));
         }
     };
-    let _ = reader.join();
-    let status = child.wait()?;
+    let _ = waiter.join();
+    let status = out.status;
     if !status.success() {
-        let err = String::from_utf8_lossy(&stderr);
+        let err = String::from_utf8_lossy(&out.stderr);
         let last = err.lines().last().unwrap_or("").to_owned();
         return Err(io::Error::other(format!("python3 {args:?} failed ({status}): {last}")));
     }
-    Ok(String::from_utf8_lossy(&stdout).trim().to_owned())
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
