@@ -50,6 +50,9 @@ pub mod process;
 #[cfg(not(loom))]
 pub mod inspect;
 
+#[cfg(all(feature = "manager", not(loom)))]
+pub mod manager;
+
 #[cfg(all(feature = "bench", not(loom)))]
 pub mod bench;
 

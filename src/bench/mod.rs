@@ -7,6 +7,7 @@
 
 pub mod demo;
 pub mod machine;
+mod manager_peers;
 mod peers;
 mod pipe_peers;
 mod python;
@@ -15,6 +16,7 @@ pub mod suite;
 mod sync_peers;
 mod value_peers;
 
+pub use manager_peers::{manager_dict, socket_echo, EchoPeer, ManagerPeer, INSERT_FRAME};
 pub use peers::{rtt, rtt_shm, tput, RttPeer, TputPeer};
 pub use pipe_peers::{pipe_bulk, pipe_rtt, pipe_tput, PipeBulkPeer, PipeRttPeer, PipeTputPeer};
 pub use python::{python_run, python_version};

@@ -142,6 +142,21 @@ def pool_apply(n):
     return d / n * 1e6
 
 
+def manager_dict(n):
+    """us per d["k"] = i on a Manager's dict: one request and its reply over the manager's
+    Unix socket to its server process."""
+    with FORK.Manager() as m:
+        d = m.dict()
+        d["k"] = 0
+        t = time.perf_counter()
+        for i in range(1, n + 1):
+            d["k"] = i
+        dt = time.perf_counter() - t
+        if d["k"] != n:
+            raise SystemExit("manager: wrong value")
+    return dt / n * 1e6
+
+
 if __name__ == "__main__":
     work, n = sys.argv[1], int(sys.argv[2])
     arg = sys.argv[3] if len(sys.argv) > 3 else None
@@ -159,5 +174,6 @@ if __name__ == "__main__":
         "start_join": lambda: start_join(n, arg),
         "pool_map": lambda: pool_map(n, int(arg)),
         "pool_apply": lambda: pool_apply(n),
+        "manager_dict": lambda: manager_dict(n),
     }
     print(repr(float(fns[work]())))

@@ -32,14 +32,14 @@ use std::time::{Duration, Instant};
 use super::python::{python_run, python_version};
 use super::{
     bulk, crossbeam_threads_tput, idle_cpu, ipc_channel_tput, lock_contended_2proc, lock_uncontended,
-    oversubscribed, pipe_bulk, pipe_rtt, pipe_tput, posix_mq_tput, rtt, rtt_queue, tput, value_incr_2proc,
-    BulkPeer, IdlePeer, LockPeer, OversubPeer, PipeBulkPeer, PipeRttPeer, PipeTputPeer, RttPeer, TputPeer,
-    ValuePeer, BULK_BYTES,
+    manager_dict, oversubscribed, pipe_bulk, pipe_rtt, pipe_tput, posix_mq_tput, rtt, rtt_queue, socket_echo,
+    tput, value_incr_2proc, BulkPeer, EchoPeer, IdlePeer, LockPeer, ManagerPeer, OversubPeer, PipeBulkPeer,
+    PipeRttPeer, PipeTputPeer, RttPeer, TputPeer, ValuePeer, BULK_BYTES, INSERT_FRAME,
 };
 use crate::process::{Pool, Process, StartMethod};
 
 /// The groups, in the order they run.
-pub const GROUPS: [&str; 11] = [
+pub const GROUPS: [&str; 12] = [
     "tput_8B",
     "rtt_8B",
     "lock_uncontended",
@@ -51,6 +51,7 @@ pub const GROUPS: [&str; 11] = [
     "process_start_join",
     "pool_map_trivial",
     "pool_apply_rtt",
+    "manager_dict_op",
 ];
 
 /// Which way a group's unit is better.
@@ -306,6 +307,8 @@ struct Sizes {
     /// Whole maps of [`MAP_ITEMS`] per run of `pool_map_trivial`.
     maps: u64,
     applies: u64,
+    /// Dict inserts per run of `manager_dict_op` (and echoes of its reference).
+    manager_ops: u64,
     /// Python is slower: its workloads are this many times smaller.
     python_div: u64,
 }
@@ -324,6 +327,7 @@ const QUICK: Sizes = Sizes {
     starts: 20,
     maps: 10,
     applies: 2_000,
+    manager_ops: 5_000,
     python_div: 10,
 };
 
@@ -338,6 +342,7 @@ const FULL: Sizes = Sizes {
     starts: 200,
     maps: 50,
     applies: 20_000,
+    manager_ops: 20_000,
     python_div: 10,
 };
 
@@ -349,6 +354,11 @@ fn mops(n: u64, d: Duration) -> f64 {
 /// Nanoseconds per operation.
 fn ns_per(n: u64, d: Duration) -> f64 {
     d.as_secs_f64() * 1e9 / n.max(1) as f64
+}
+
+/// Microseconds per operation.
+fn us_per(n: u64, d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6 / n.max(1) as f64
 }
 
 /// GiB/s of `n` [`BULK_BYTES`] messages.
@@ -556,6 +566,14 @@ fn info(id: &'static str) -> GroupInfo {
             "shmkit_pool",
             Some("python_pool"),
         ),
+        "manager_dict_op" => (
+            "one dict insert through a Manager: a request and its reply over a socket to the server process",
+            "µs/op",
+            Better::Lower,
+            &["unix_socket_echo"],
+            "shmkit_unix",
+            Some("python_manager"),
+        ),
         _ => unreachable!("group ids come from GROUPS"),
     };
     GroupInfo { group: id, what, unit, better, reference, headline, python }
@@ -683,6 +701,27 @@ fn imps(id: &'static str, sz: Sizes, runs: usize) -> Vec<Imp> {
             vec![
                 imp("shmkit_pool", runs, move || shmkit_pool_apply(n)),
                 python("python_pool", runs, "pool_apply", n / sz.python_div, None),
+            ]
+        }
+        "manager_dict_op" => {
+            let n = sz.manager_ops;
+            let available = if cfg!(feature = "manager") {
+                Ok(())
+            } else {
+                Err("built without feature `manager`".to_owned())
+            };
+            let mgr = |peer: ManagerPeer| {
+                imp(peer.name(), runs, move || Ok(us_per(n, manager_dict(peer, n)?)))
+                    .with_availability(available.clone())
+            };
+            let echo = |peer: EchoPeer| {
+                imp(peer.name(), runs, move || Ok(us_per(n, socket_echo(peer, n, INSERT_FRAME)?)))
+            };
+            vec![
+                mgr(ManagerPeer::Unix),
+                mgr(ManagerPeer::TcpLoopback),
+                echo(EchoPeer::UnixSocket),
+                python("python_manager", runs, "manager_dict", n / sz.python_div, None),
             ]
         }
         _ => unreachable!("group ids come from GROUPS"),

@@ -1,0 +1,417 @@
+//! The client: authenticated connections to one server, pooled per process.
+
+use std::fmt;
+use std::io;
+use std::sync::{Arc, Mutex};
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::auth::{self, HandshakeError};
+use super::net::{Address, BufStream, Stream};
+use super::proto::{self, FrameError, Init, ObjectKind, Op, Remote, Request, Response, RESPONSE_SLACK};
+use super::proxy::{
+    DictProxy, EventProxy, JoinableQueueProxy, ListProxy, LockProxy, ObjRef, QueueProxy, SemaphoreProxy, ValueProxy,
+};
+use super::server::MAX_NAME;
+use super::ManagerError;
+
+/// Idle connections a client keeps for reuse.
+const MAX_IDLE: usize = 16;
+
+/// One authenticated connection.
+pub(crate) struct Conn {
+    stream: BufStream,
+    buf: Vec<u8>,
+    /// The server's message limit.
+    max: usize,
+}
+
+impl Conn {
+    fn open(address: &Address, key: &[u8]) -> Result<Conn, ManagerError> {
+        let stream = Stream::connect(address).map_err(|e| ManagerError::Connect(address.clone(), e))?;
+        let mut stream = BufStream::new(stream);
+        let max = match auth::client(&mut stream, key) {
+            Ok(max) => usize::try_from(max).unwrap_or(usize::MAX),
+            Err(HandshakeError::BadKey) => return Err(ManagerError::AuthenticationFailed),
+            Err(HandshakeError::Busy) => return Err(ManagerError::Busy),
+            Err(HandshakeError::Protocol(why)) => return Err(ManagerError::Protocol(why)),
+            Err(HandshakeError::Frame(e)) => return Err(frame_error(e)),
+        };
+        Ok(Conn { stream, buf: Vec::new(), max })
+    }
+
+    /// One request and its response. `Err` with the connection unusable, unless the error
+    /// is `TooLarge` from encoding (nothing was sent).
+    pub(crate) fn call(&mut self, req: &Request) -> Result<Response, ManagerError> {
+        match proto::write_msg(&mut self.stream, req, self.max, &mut self.buf) {
+            Ok(()) => {}
+            Err(FrameError::TooLarge { len, max }) => return Err(ManagerError::TooLarge { len, max: max as u64 }),
+            Err(e) => return Err(frame_error(e)),
+        }
+        proto::read_msg::<Response>(&mut self.stream, self.max.saturating_add(RESPONSE_SLACK), &mut self.buf)
+            .map_err(frame_error)
+    }
+}
+
+fn frame_error(e: FrameError) -> ManagerError {
+    match e {
+        FrameError::Io(e) => match e.kind() {
+            io::ErrorKind::UnexpectedEof
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::BrokenPipe
+            | io::ErrorKind::NotConnected => ManagerError::Disconnected,
+            _ => ManagerError::Io(e),
+        },
+        FrameError::TooLarge { len, max } => ManagerError::Protocol(format!("reply of {len} bytes (limit {max})")),
+        FrameError::Malformed(why) => ManagerError::Protocol(why),
+    }
+}
+
+/// Whether a failed call leaves the connection in step (a whole response was read, or
+/// nothing was sent).
+fn keeps_connection(r: &Result<Response, ManagerError>) -> bool {
+    match r {
+        Ok(Response::Err(Remote::Malformed(_) | Remote::ShuttingDown | Remote::TooLarge { .. })) => false,
+        Ok(_) => true,
+        Err(ManagerError::TooLarge { .. }) => true,
+        Err(_) => false,
+    }
+}
+
+struct Idle {
+    pid: u32,
+    conns: Vec<Conn>,
+}
+
+pub(crate) struct Inner {
+    address: Address,
+    authkey: Vec<u8>,
+    idle: Mutex<Idle>,
+}
+
+impl Inner {
+    /// An idle connection of this process, or a new one. Connections inherited through
+    /// `fork` are the parent's: a child never uses them (it closes its copies).
+    pub(crate) fn checkout(&self) -> Result<Conn, ManagerError> {
+        let pid = std::process::id();
+        {
+            let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+            if idle.pid != pid {
+                idle.conns.clear();
+                idle.pid = pid;
+            }
+            if let Some(c) = idle.conns.pop() {
+                return Ok(c);
+            }
+        }
+        Conn::open(&self.address, &self.authkey).map_err(|e| match e {
+            // The server was there when this client connected: it is gone now.
+            ManagerError::Connect(_, e)
+                if matches!(e.kind(), io::ErrorKind::ConnectionRefused | io::ErrorKind::NotFound) =>
+            {
+                ManagerError::Disconnected
+            }
+            e => e,
+        })
+    }
+
+    pub(crate) fn checkin(&self, conn: Conn) {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        if idle.pid == std::process::id() && idle.conns.len() < MAX_IDLE {
+            idle.conns.push(conn);
+        }
+    }
+
+    /// Sends `req` on a pooled connection and returns the response, remote errors turned
+    /// into [`ManagerError`]s.
+    pub(crate) fn request(&self, req: &Request) -> Result<Response, ManagerError> {
+        let mut conn = self.checkout()?;
+        let r = conn.call(req);
+        if keeps_connection(&r) {
+            self.checkin(conn);
+        }
+        match r? {
+            Response::Err(e) => Err(e.into()),
+            ok => Ok(ok),
+        }
+    }
+
+    pub(crate) fn op(&self, id: u64, op: Op) -> Result<Response, ManagerError> {
+        self.request(&Request::Call { id, op })
+    }
+}
+
+/// A connection to a manager server (Python's `BaseManager` after `connect()`): makes
+/// objects and finds registered ones. Cheap to clone; usable from any thread (each call
+/// takes a pooled connection, so a blocking `get` on one thread does not hold up another).
+/// After `fork`, the child's calls open connections of its own.
+///
+/// # Examples
+/// ```
+/// use shmkit::manager::Manager;
+/// let mgr = Manager::start()?; // derefs to a Client
+/// let d = mgr.dict::<String, i64>()?;
+/// d.insert("x", 1)?;
+/// let tasks = mgr.named("tasks").queue::<u32>()?; // the same queue for every client
+/// tasks.put(7)?;
+/// let other = shmkit::manager::Manager::connect(mgr.address(), mgr.authkey())?;
+/// assert_eq!(other.named("tasks").queue::<u32>()?.get()?, 7);
+/// # Ok::<(), shmkit::manager::ManagerError>(())
+/// ```
+#[derive(Clone)]
+pub struct Client {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client").field("address", &self.inner.address).finish_non_exhaustive()
+    }
+}
+
+pub(crate) fn encode<T: Serialize + ?Sized>(v: &T) -> Result<Vec<u8>, ManagerError> {
+    postcard::to_allocvec(v).map_err(|e| ManagerError::Encode(e.to_string()))
+}
+
+pub(crate) fn decode<T: DeserializeOwned>(b: &[u8]) -> Result<T, ManagerError> {
+    postcard::from_bytes(b).map_err(|e| ManagerError::Decode(e.to_string()))
+}
+
+impl Client {
+    /// Connects to the server at `address` and proves the key (one connection is opened
+    /// now, so a wrong address or key fails here).
+    pub fn connect(address: impl TryInto<Address, Error = ManagerError>, authkey: &[u8]) -> Result<Client, ManagerError> {
+        let address = address.try_into()?;
+        let conn = Conn::open(&address, authkey)?;
+        let inner = Inner {
+            address,
+            authkey: authkey.to_vec(),
+            idle: Mutex::new(Idle { pid: std::process::id(), conns: vec![conn] }),
+        };
+        Ok(Client { inner: Arc::new(inner) })
+    }
+
+    /// The server's address.
+    pub fn address(&self) -> &Address {
+        &self.inner.address
+    }
+
+    /// The key this client authenticates with.
+    pub fn authkey(&self) -> &[u8] {
+        &self.inner.authkey
+    }
+
+    /// One round trip to the server.
+    pub fn ping(&self) -> Result<(), ManagerError> {
+        self.inner.request(&Request::Ping).map(drop)
+    }
+
+    /// Asks the server to stop: every connection (this client's and others') is closed,
+    /// blocked calls return [`ManagerError::Disconnected`], and so does every later call.
+    pub fn shutdown_server(&self) -> Result<(), ManagerError> {
+        match self.inner.request(&Request::Shutdown) {
+            Ok(_) | Err(ManagerError::Disconnected) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn create(&self, kind: ObjectKind, name: Option<&str>, init: Init) -> Result<ObjRef, ManagerError> {
+        if let Some(n) = name {
+            check_name(n)?;
+        }
+        let req = Request::Create { kind, name: name.map(str::to_string), init };
+        self.object(kind, name, &req)
+    }
+
+    fn object(&self, kind: ObjectKind, name: Option<&str>, req: &Request) -> Result<ObjRef, ManagerError> {
+        match self.inner.request(req)? {
+            Response::Object { id, kind: k, .. } if k == kind => {
+                Ok(ObjRef { client: self.clone(), id, kind, name: name.map(str::to_string) })
+            }
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// A new empty dict (Python's `manager.dict()`).
+    pub fn dict<K, V>(&self) -> Result<DictProxy<K, V>, ManagerError> {
+        self.create(ObjectKind::Dict, None, Init::Empty).map(DictProxy::new)
+    }
+
+    /// A new empty list.
+    pub fn list<T>(&self) -> Result<ListProxy<T>, ManagerError> {
+        self.create(ObjectKind::List, None, Init::Empty).map(ListProxy::new)
+    }
+
+    /// A new list holding `items` (Python's `manager.list(range(10))`).
+    pub fn list_from<T: Serialize>(&self, items: impl IntoIterator<Item = T>) -> Result<ListProxy<T>, ManagerError> {
+        let items = items.into_iter().map(|i| encode(&i)).collect::<Result<_, _>>()?;
+        self.create(ObjectKind::List, None, Init::List(items)).map(ListProxy::new)
+    }
+
+    /// A new unbounded queue (Python's `manager.Queue()`).
+    pub fn queue<T>(&self) -> Result<QueueProxy<T>, ManagerError> {
+        self.create(ObjectKind::Queue, None, Init::Queue { maxsize: 0 }).map(QueueProxy::new)
+    }
+
+    /// A new queue of at most `maxsize` items (0 is [`ManagerError::ZeroCapacity`]).
+    pub fn queue_bounded<T>(&self, maxsize: usize) -> Result<QueueProxy<T>, ManagerError> {
+        let init = queue_init(maxsize)?;
+        self.create(ObjectKind::Queue, None, init).map(QueueProxy::new)
+    }
+
+    /// A new unbounded joinable queue (`task_done` / `join`).
+    pub fn joinable_queue<T>(&self) -> Result<JoinableQueueProxy<T>, ManagerError> {
+        self.create(ObjectKind::JoinableQueue, None, Init::Queue { maxsize: 0 }).map(JoinableQueueProxy::new)
+    }
+
+    /// A new joinable queue of at most `maxsize` items.
+    pub fn joinable_queue_bounded<T>(&self, maxsize: usize) -> Result<JoinableQueueProxy<T>, ManagerError> {
+        let init = queue_init(maxsize)?;
+        self.create(ObjectKind::JoinableQueue, None, init).map(JoinableQueueProxy::new)
+    }
+
+    /// A new value holding `init` (Python's `manager.Value(typecode, init)`).
+    pub fn value<T: Serialize>(&self, init: T) -> Result<ValueProxy<T>, ManagerError> {
+        let v = encode(&init)?;
+        self.create(ObjectKind::Value, None, Init::Value(v)).map(ValueProxy::new)
+    }
+
+    /// A new lock, free.
+    pub fn lock(&self) -> Result<LockProxy, ManagerError> {
+        self.create(ObjectKind::Lock, None, Init::Empty).map(LockProxy::new)
+    }
+
+    /// A new event, clear.
+    pub fn event(&self) -> Result<EventProxy, ManagerError> {
+        self.create(ObjectKind::Event, None, Init::Empty).map(EventProxy::new)
+    }
+
+    /// A new semaphore with `value` permits.
+    pub fn semaphore(&self, value: u64) -> Result<SemaphoreProxy, ManagerError> {
+        self.create(ObjectKind::Semaphore, None, Init::Semaphore { value, bound: None }).map(SemaphoreProxy::new)
+    }
+
+    /// A new bounded semaphore: releasing past `value` is [`ManagerError::ReleasedTooManyTimes`].
+    pub fn bounded_semaphore(&self, value: u64) -> Result<SemaphoreProxy, ManagerError> {
+        let init = Init::Semaphore { value, bound: Some(value) };
+        self.create(ObjectKind::Semaphore, None, init).map(SemaphoreProxy::new)
+    }
+
+    /// Objects registered under `name`, shared by every client of the server: each method
+    /// returns the object of that name if there is one (of that kind; another kind is
+    /// [`ManagerError::WrongKind`]), or makes and registers it. The master/worker pattern:
+    /// every side calls `client.named("tasks").queue()`.
+    ///
+    /// Names are 1 to 256 bytes. A registered object lives until the server stops or
+    /// [`forget`](Client::forget) drops the name.
+    pub fn named<'a>(&'a self, name: &'a str) -> Named<'a> {
+        Named { client: self, name }
+    }
+
+    /// Drops the registration of `name` (the object itself lives on while clients use it).
+    /// Whether there was one.
+    pub fn forget(&self, name: &str) -> Result<bool, ManagerError> {
+        match self.inner.request(&Request::Forget { name: name.to_string() })? {
+            Response::Bool(b) => Ok(b),
+            other => Err(unexpected(other)),
+        }
+    }
+}
+
+fn queue_init(maxsize: usize) -> Result<Init, ManagerError> {
+    if maxsize == 0 {
+        return Err(ManagerError::ZeroCapacity);
+    }
+    Ok(Init::Queue { maxsize: maxsize as u64 })
+}
+
+fn check_name(n: &str) -> Result<(), ManagerError> {
+    if n.is_empty() || n.len() > MAX_NAME {
+        return Err(ManagerError::BadName(format!("{n:?}: names are 1 to {MAX_NAME} bytes")));
+    }
+    Ok(())
+}
+
+pub(crate) fn unexpected(r: Response) -> ManagerError {
+    ManagerError::Protocol(format!("unexpected reply {r:?}"))
+}
+
+/// Registered objects: see [`Client::named`].
+#[derive(Debug, Clone, Copy)]
+pub struct Named<'a> {
+    client: &'a Client,
+    name: &'a str,
+}
+
+impl Named<'_> {
+    fn get(&self, kind: ObjectKind, init: Init) -> Result<ObjRef, ManagerError> {
+        self.client.create(kind, Some(self.name), init)
+    }
+
+    /// The object registered under this name, which must exist (no creation):
+    /// [`ManagerError::NoSuchObject`] otherwise.
+    fn open(&self, kind: ObjectKind) -> Result<ObjRef, ManagerError> {
+        check_name(self.name)?;
+        let req = Request::Open { kind, name: self.name.to_string() };
+        self.client.object(kind, Some(self.name), &req)
+    }
+
+    /// The dict of this name.
+    pub fn dict<K, V>(&self) -> Result<DictProxy<K, V>, ManagerError> {
+        self.get(ObjectKind::Dict, Init::Empty).map(DictProxy::new)
+    }
+
+    /// The list of this name.
+    pub fn list<T>(&self) -> Result<ListProxy<T>, ManagerError> {
+        self.get(ObjectKind::List, Init::Empty).map(ListProxy::new)
+    }
+
+    /// The queue of this name (made unbounded if new).
+    pub fn queue<T>(&self) -> Result<QueueProxy<T>, ManagerError> {
+        self.get(ObjectKind::Queue, Init::Queue { maxsize: 0 }).map(QueueProxy::new)
+    }
+
+    /// The queue of this name (made with at most `maxsize` items if new).
+    pub fn queue_bounded<T>(&self, maxsize: usize) -> Result<QueueProxy<T>, ManagerError> {
+        self.get(ObjectKind::Queue, queue_init(maxsize)?).map(QueueProxy::new)
+    }
+
+    /// The joinable queue of this name (made unbounded if new).
+    pub fn joinable_queue<T>(&self) -> Result<JoinableQueueProxy<T>, ManagerError> {
+        self.get(ObjectKind::JoinableQueue, Init::Queue { maxsize: 0 }).map(JoinableQueueProxy::new)
+    }
+
+    /// The value of this name (made holding `init` if new).
+    pub fn value<T: Serialize>(&self, init: T) -> Result<ValueProxy<T>, ManagerError> {
+        self.get(ObjectKind::Value, Init::Value(encode(&init)?)).map(ValueProxy::new)
+    }
+
+    /// The lock of this name.
+    pub fn lock(&self) -> Result<LockProxy, ManagerError> {
+        self.get(ObjectKind::Lock, Init::Empty).map(LockProxy::new)
+    }
+
+    /// The event of this name.
+    pub fn event(&self) -> Result<EventProxy, ManagerError> {
+        self.get(ObjectKind::Event, Init::Empty).map(EventProxy::new)
+    }
+
+    /// The semaphore of this name (made with `value` permits if new).
+    pub fn semaphore(&self, value: u64) -> Result<SemaphoreProxy, ManagerError> {
+        self.get(ObjectKind::Semaphore, Init::Semaphore { value, bound: None }).map(SemaphoreProxy::new)
+    }
+
+    /// The existing queue of this name; [`ManagerError::NoSuchObject`] if nobody made it.
+    pub fn open_queue<T>(&self) -> Result<QueueProxy<T>, ManagerError> {
+        self.open(ObjectKind::Queue).map(QueueProxy::new)
+    }
+
+    /// The existing dict of this name; [`ManagerError::NoSuchObject`] if nobody made it.
+    pub fn open_dict<K, V>(&self) -> Result<DictProxy<K, V>, ManagerError> {
+        self.open(ObjectKind::Dict).map(DictProxy::new)
+    }
+}
+
+

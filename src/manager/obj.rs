@@ -1,0 +1,185 @@
+//! [`Obj`]: a dynamically typed value, for dicts and lists that mix types the way Python's do.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// A value of one of Python's basic types, for a [`DictProxy<Obj, Obj>`](super::DictProxy)
+/// or [`ListProxy<Obj>`](super::ListProxy) holding mixed keys and values (`d[1] = "1"`,
+/// `d["2"] = 2`, `d[0.25] = None`).
+///
+/// Keys are compared by their encoded bytes: `Obj::Int(1)` and `Obj::Float(1.0)` are two
+/// different keys (in Python they are one), and so are `Obj::Str("a")` and a plain `String`
+/// key `"a"` written through a `DictProxy<String, _>`.
+///
+/// # Examples
+/// ```
+/// use shmkit::manager::Obj;
+/// let k = Obj::from(0.25);
+/// assert_eq!(k, Obj::Float(0.25));
+/// assert_eq!(Obj::from("1").to_string(), "'1'");
+/// assert_eq!(Obj::from(vec![Obj::from(1), Obj::None]).to_string(), "[1, None]");
+/// assert_eq!(Obj::from(2).as_int(), Some(2));
+/// ```
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+pub enum Obj {
+    /// Python's `None`.
+    #[default]
+    None,
+    /// `bool`.
+    Bool(bool),
+    /// `int` (64-bit here).
+    Int(i64),
+    /// `float`.
+    Float(f64),
+    /// `str`.
+    Str(String),
+    /// `bytes`.
+    Bytes(Vec<u8>),
+    /// `list`.
+    List(Vec<Obj>),
+}
+
+impl Obj {
+    /// The integer, if this is an `Int`.
+    pub fn as_int(&self) -> Option<i64> {
+        match self {
+            Obj::Int(i) => Some(*i),
+            _ => None,
+        }
+    }
+
+    /// The float, if this is a `Float`.
+    pub fn as_float(&self) -> Option<f64> {
+        match self {
+            Obj::Float(f) => Some(*f),
+            _ => None,
+        }
+    }
+
+    /// The string, if this is a `Str`.
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            Obj::Str(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// Whether this is `None`.
+    pub fn is_none(&self) -> bool {
+        matches!(self, Obj::None)
+    }
+}
+
+/// Python's `repr`: `None`, `True`, `1`, `0.25`, `'text'`, `b'\x00'`, `[1, 'a']`.
+impl fmt::Display for Obj {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Obj::None => f.write_str("None"),
+            Obj::Bool(true) => f.write_str("True"),
+            Obj::Bool(false) => f.write_str("False"),
+            Obj::Int(i) => write!(f, "{i}"),
+            Obj::Float(x) if x.is_finite() && x.fract() == 0.0 && x.abs() < 1e16 => write!(f, "{x:.1}"),
+            Obj::Float(x) => write!(f, "{x}"),
+            Obj::Str(s) => {
+                f.write_str("'")?;
+                for c in s.chars() {
+                    match c {
+                        '\\' => f.write_str("\\\\")?,
+                        '\'' => f.write_str("\\'")?,
+                        '\n' => f.write_str("\\n")?,
+                        c if c.is_control() => write!(f, "\\x{:02x}", c as u32)?,
+                        c => write!(f, "{c}")?,
+                    }
+                }
+                f.write_str("'")
+            }
+            Obj::Bytes(b) => {
+                f.write_str("b'")?;
+                for &c in b {
+                    if c.is_ascii_graphic() && c != b'\'' && c != b'\\' || c == b' ' {
+                        write!(f, "{}", c as char)?;
+                    } else {
+                        write!(f, "\\x{c:02x}")?;
+                    }
+                }
+                f.write_str("'")
+            }
+            Obj::List(items) => {
+                f.write_str("[")?;
+                for (i, it) in items.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str(", ")?;
+                    }
+                    write!(f, "{it}")?;
+                }
+                f.write_str("]")
+            }
+        }
+    }
+}
+
+macro_rules! from_int {
+    ($($t:ty),*) => {$(
+        impl From<$t> for Obj {
+            fn from(v: $t) -> Obj {
+                Obj::Int(v.into())
+            }
+        }
+    )*};
+}
+from_int!(i8, i16, i32, i64, u8, u16, u32);
+
+impl From<bool> for Obj {
+    fn from(v: bool) -> Obj {
+        Obj::Bool(v)
+    }
+}
+
+impl From<f64> for Obj {
+    fn from(v: f64) -> Obj {
+        Obj::Float(v)
+    }
+}
+
+impl From<f32> for Obj {
+    fn from(v: f32) -> Obj {
+        Obj::Float(v.into())
+    }
+}
+
+impl From<&str> for Obj {
+    fn from(v: &str) -> Obj {
+        Obj::Str(v.to_string())
+    }
+}
+
+impl From<String> for Obj {
+    fn from(v: String) -> Obj {
+        Obj::Str(v)
+    }
+}
+
+impl From<()> for Obj {
+    fn from(_: ()) -> Obj {
+        Obj::None
+    }
+}
+
+impl From<&[u8]> for Obj {
+    fn from(v: &[u8]) -> Obj {
+        Obj::Bytes(v.to_vec())
+    }
+}
+
+impl From<Vec<Obj>> for Obj {
+    fn from(v: Vec<Obj>) -> Obj {
+        Obj::List(v)
+    }
+}
+
+impl<T: Into<Obj>> From<Option<T>> for Obj {
+    fn from(v: Option<T>) -> Obj {
+        v.map_or(Obj::None, Into::into)
+    }
+}
