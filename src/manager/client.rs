@@ -9,15 +9,12 @@ use serde::Serialize;
 
 use super::auth::{self, HandshakeError};
 use super::net::{Address, BufStream, Stream};
-use super::proto::{self, FrameError, Init, ObjectKind, Op, Remote, Request, Response, RESPONSE_SLACK};
+use super::proto::{self, FrameError, Init, ObjectKind, Op, Request, Response, RESPONSE_SLACK};
 use super::proxy::{
     DictProxy, EventProxy, JoinableQueueProxy, ListProxy, LockProxy, ObjRef, QueueProxy, SemaphoreProxy, ValueProxy,
 };
 use super::server::MAX_NAME;
 use super::ManagerError;
-
-/// Idle connections a client keeps for reuse.
-const MAX_IDLE: usize = 16;
 
 /// One authenticated connection.
 pub(crate) struct Conn {
@@ -73,7 +70,7 @@ fn frame_error(e: FrameError) -> ManagerError {
 /// nothing was sent).
 fn keeps_connection(r: &Result<Response, ManagerError>) -> bool {
     match r {
-        Ok(Response::Err(Remote::Malformed(_) | Remote::ShuttingDown | Remote::TooLarge { .. })) => false,
+        Ok(Response::Err(e)) => !e.closes_connection(),
         Ok(_) => true,
         Err(ManagerError::TooLarge { .. }) => true,
         Err(_) => false,
@@ -119,7 +116,9 @@ impl Inner {
 
     pub(crate) fn checkin(&self, conn: Conn) {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        if idle.pid == std::process::id() && idle.conns.len() < MAX_IDLE {
+        // No cap: a connection closed here could be the last user of an unnamed object
+        // (the pool is as large as the most calls this process ever had in flight).
+        if idle.pid == std::process::id() {
             idle.conns.push(conn);
         }
     }

@@ -182,7 +182,7 @@ pub enum ManagerError {
         /// The list's length.
         len: u64,
     },
-    /// A message larger than the server's limit; nothing was changed.
+    /// A request or reply larger than the server's limit; nothing was changed.
     #[error("message of {len} bytes exceeds the limit of {max}")]
     TooLarge {
         /// Its length.
@@ -239,7 +239,8 @@ impl From<Remote> for ManagerError {
             Remote::Full => ManagerError::Full,
             Remote::Timeout => ManagerError::Timeout,
             Remote::WouldBlock => ManagerError::WouldBlock,
-            Remote::TooLarge { len, max } => ManagerError::TooLarge { len, max },
+            Remote::TooLarge { len, max } | Remote::ReplyTooLarge { len, max } => ManagerError::TooLarge { len, max },
+            Remote::BadRequest(why) => ManagerError::Protocol(format!("the server refused the request: {why}")),
             Remote::TaskDoneTooMany => ManagerError::TaskDoneTooMany,
             Remote::ReleasedTooMany => ManagerError::ReleasedTooManyTimes,
             Remote::NotOwner => ManagerError::NotOwner,

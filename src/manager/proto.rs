@@ -277,6 +277,13 @@ pub(crate) enum Response {
     Err(Remote),
 }
 
+impl Remote {
+    /// Whether the server closes the connection after sending this.
+    pub(crate) fn closes_connection(&self) -> bool {
+        matches!(self, Remote::Malformed(_) | Remote::ShuttingDown | Remote::TooLarge { .. })
+    }
+}
+
 /// Errors the server reports for one request (the connection stays usable unless said).
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub(crate) enum Remote {
@@ -287,7 +294,13 @@ pub(crate) enum Remote {
     Full,
     Timeout,
     WouldBlock,
+    /// The request frame was over the limit; the server closes the connection after this.
     TooLarge { len: u64, max: u64 },
+    /// The reply would be over the limit (e.g. `items()` of a huge dict); nothing changed
+    /// and the connection stays open.
+    ReplyTooLarge { len: u64, max: u64 },
+    /// A well-formed request the server cannot do (e.g. a name of 300 bytes).
+    BadRequest(String),
     TaskDoneTooMany,
     ReleasedTooMany,
     NotOwner,

@@ -9,7 +9,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::client::{decode, encode, unexpected, Client, Conn};
-use super::proto::{ObjectKind, Op, Remote, Request, Response, Wait};
+use super::proto::{ObjectKind, Op, Request, Response, Wait};
 use super::ManagerError;
 
 /// A reference to one object of one server.
@@ -541,7 +541,7 @@ impl LockProxy {
         match conn.call(&Request::Call { id: self.obj.id, op: Op::LockAcquire(wait) }) {
             Ok(Response::Acquired { owner_died }) => Ok(LockProxyGuard { lock: self, conn: Some(conn), pid: std::process::id(), owner_died }),
             Ok(Response::Err(e)) => {
-                if !matches!(e, Remote::Malformed(_) | Remote::ShuttingDown | Remote::TooLarge { .. }) {
+                if !e.closes_connection() {
                     inner.checkin(conn);
                 }
                 Err(e.into())

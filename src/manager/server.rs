@@ -321,7 +321,7 @@ impl Connection {
                 // A reply too large for the client (`items()` of a huge dict): an error
                 // instead; a taken queue item goes back.
                 Err(FrameError::TooLarge { len, .. }) => {
-                    let r = Response::Err(Remote::TooLarge { len, max: max as u64 });
+                    let r = Response::Err(Remote::ReplyTooLarge { len, max: limit as u64 });
                     proto::write_msg(&mut self.stream, &r, limit, &mut wbuf).map(|_| false)
                 }
                 other => other.map(|_| true),
@@ -433,10 +433,10 @@ impl Connection {
                 }
                 State::Semaphore { value, bound }
             }
-            (kind, init) => return Response::Err(Remote::Malformed(format!("{kind} cannot start from {init:?}"))),
+            (kind, init) => return Response::Err(Remote::BadRequest(format!("{kind} cannot start from {init:?}"))),
         };
         if name.as_ref().is_some_and(|n| n.is_empty() || n.len() > MAX_NAME) {
-            return Response::Err(Remote::Malformed(format!("names are 1 to {MAX_NAME} bytes")));
+            return Response::Err(Remote::BadRequest(format!("names are 1 to {MAX_NAME} bytes")));
         }
         let mut reg = lock(&self.shared.registry);
         if let Some(n) = &name {
