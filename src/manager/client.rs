@@ -46,10 +46,29 @@ impl Conn {
             Err(FrameError::TooLarge { len, max }) => return Err(ManagerError::TooLarge { len, max: max as u64 }),
             Err(e) => return Err(frame_error(e)),
         }
-        proto::read_msg::<Response>(&mut self.stream, self.max.saturating_add(RESPONSE_SLACK), &mut self.buf)
-            .map_err(frame_error)
+        // A timed call returns even if the server hangs: its reply is due by the timeout
+        // (the server gives up then), so wait that long plus a grace period, then give up
+        // on the connection.
+        let timed = req.timeout().map(|t| t.saturating_add(REPLY_GRACE));
+        if timed.is_some() && self.stream.get_ref().set_read_timeout(timed).is_err() {
+            return Err(ManagerError::Disconnected);
+        }
+        let r = proto::read_msg::<Response>(&mut self.stream, self.max.saturating_add(RESPONSE_SLACK), &mut self.buf);
+        if timed.is_some() && r.is_ok() && self.stream.get_ref().set_read_timeout(None).is_err() {
+            return Err(ManagerError::Disconnected);
+        }
+        r.map_err(|e| match e {
+            FrameError::Io(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+                ManagerError::Timeout
+            }
+            e => frame_error(e),
+        })
     }
 }
+
+/// How long past a timed call's timeout a client waits for the reply of a server that may
+/// hang before it gives up with [`ManagerError::Timeout`] (and drops the connection).
+const REPLY_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 fn frame_error(e: FrameError) -> ManagerError {
     match e {

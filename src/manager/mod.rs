@@ -76,11 +76,16 @@
 //!   [`ManagerError::Disconnected`]; nothing hangs.
 //! - Blocking calls (`get`, `put` on a bounded queue, `join`, `lock`, `wait`, `acquire`)
 //!   wait on the server; their `*_timeout` forms return [`ManagerError::Timeout`], never
-//!   before the timeout.
+//!   before the timeout — and, should the server hang (stopped, not dead), at most 5 s
+//!   after it. Untimed calls wait for the server as long as it lives.
 //! - Unnamed objects live while a connection that made or used them is open; named ones
 //!   until the server stops or [`Client::forget`].
 //! - A forked child uses its parent's proxies through connections of its own (opened on
-//!   first use), as Python's proxies do.
+//!   first use), as Python's proxies do. Until that first use (or its exit) it holds copies
+//!   of the parent's connections, so the server sees a parent that dies meanwhile only
+//!   when the child lets go of them too.
+//! - The server keeps what it is given: there is a limit per message, not on the total a
+//!   client stores.
 
 mod auth;
 mod client;

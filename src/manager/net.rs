@@ -193,6 +193,13 @@ impl Stream {
         }
     }
 
+    pub(crate) fn set_read_timeout(&self, t: Option<Duration>) -> io::Result<()> {
+        match self {
+            Stream::Unix(s) => s.set_read_timeout(t),
+            Stream::Tcp(s) => s.set_read_timeout(t),
+        }
+    }
+
     /// Whether the peer has closed or reset the connection (a non-blocking `poll`).
     pub(crate) fn peer_gone(&self) -> bool {
         let mut p = libc::pollfd { fd: self.as_raw_fd(), events: libc::POLLRDHUP, revents: 0 };

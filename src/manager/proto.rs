@@ -216,6 +216,25 @@ pub(crate) enum Request {
     Shutdown,
 }
 
+impl Request {
+    /// The timeout of a timed blocking call.
+    pub(crate) fn timeout(&self) -> Option<std::time::Duration> {
+        let Request::Call { op, .. } = self else { return None };
+        match op {
+            Op::QueuePut(_, w)
+            | Op::QueueGet(w)
+            | Op::QueueJoin(w)
+            | Op::LockAcquire(w)
+            | Op::EventWait(w)
+            | Op::SemAcquire(w) => match w {
+                Wait::Micros(us) => Some(std::time::Duration::from_micros(*us)),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+}
+
 /// The operations; keys, values and items are postcard bytes the server stores as they are.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub(crate) enum Op {
@@ -252,7 +271,7 @@ pub(crate) enum Op {
     ValueSwap(Vec<u8>),
     LockAcquire(Wait),
     LockRelease,
-    LockOwned,
+    LockIsLocked,
     EventSet,
     EventClear,
     EventIsSet,

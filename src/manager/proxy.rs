@@ -565,6 +565,11 @@ impl LockProxy {
     pub fn lock_timeout(&self, timeout: Duration) -> Result<LockProxyGuard<'_>, ManagerError> {
         self.acquire(wait_for(timeout))
     }
+
+    /// Whether anyone holds the lock now (Python's `locked()`).
+    pub fn is_locked(&self) -> Result<bool, ManagerError> {
+        self.obj.boolean(Op::LockIsLocked)
+    }
 }
 
 impl LockProxyGuard<'_> {

@@ -696,7 +696,10 @@ impl Connection {
                     Response::Err(Remote::NotOwner)
                 }
             }
-            (State::Lock { owner, .. }, LockOwned) => Response::Bool(*owner == Some(self.id)),
+            (State::Lock { owner, .. }, LockIsLocked) => {
+                changed = false;
+                Response::Bool(owner.is_some())
+            }
             (State::Event(e), EventSet) => {
                 *e = true;
                 Response::Unit
@@ -739,7 +742,7 @@ fn expected_kind(op: &Op) -> ObjectKind {
         QueuePut(..) | QueueGet(_) | QueueLen => ObjectKind::Queue,
         TaskDone | QueueJoin(_) | Unfinished => ObjectKind::JoinableQueue,
         ValueGet | ValueSet(_) | ValueSwap(_) => ObjectKind::Value,
-        LockAcquire(_) | LockRelease | LockOwned => ObjectKind::Lock,
+        LockAcquire(_) | LockRelease | LockIsLocked => ObjectKind::Lock,
         EventSet | EventClear | EventIsSet | EventWait(_) => ObjectKind::Event,
         SemAcquire(_) | SemRelease | SemValue => ObjectKind::Semaphore,
     }
