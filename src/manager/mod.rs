@@ -422,17 +422,67 @@ fn proto_slack() -> usize {
     proto::RESPONSE_SLACK + proto::PREFIX
 }
 
+/// Where [`Manager::start`] makes its private socket directories.
+fn socket_base() -> PathBuf {
+    let base = std::env::temp_dir();
+    // Socket paths are short (107 bytes): fall back to /tmp for a long TMPDIR.
+    if base.as_os_str().len() > 60 {
+        PathBuf::from("/tmp")
+    } else {
+        base
+    }
+}
+
+const DIR_PREFIX: &str = "shmkit-manager-";
+
+/// The private socket directories [`Manager::start`] left behind: this user's, made by a
+/// process that is gone, with no server answering on the socket inside. A process that
+/// started a manager and was killed (or exited without dropping the handle, its server then
+/// ended by a signal) leaves one; each `Manager::start` removes them, and so does
+/// `shmkit clean`.
+///
+/// With `remove`, removes them; returns the directories found (and removed).
+pub fn stale_socket_dirs(remove: bool) -> io::Result<Vec<PathBuf>> {
+    use std::os::unix::fs::MetadataExt;
+    let mut found = Vec::new();
+    let base = socket_base();
+    // SAFETY: getuid has no preconditions.
+    let uid = unsafe { libc::getuid() };
+    for entry in std::fs::read_dir(&base)? {
+        let Ok(entry) = entry else { continue };
+        let name = entry.file_name();
+        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(DIR_PREFIX)) else { continue };
+        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<i32>().ok()).filter(|&p| p > 0) else {
+            continue;
+        };
+        let path = entry.path();
+        match std::fs::symlink_metadata(&path) {
+            Ok(m) if m.is_dir() && m.uid() == uid => {}
+            _ => continue,
+        }
+        // SAFETY: signal 0 only checks whether the process exists.
+        let alive = unsafe { libc::kill(pid, 0) } == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+        if alive || std::os::unix::net::UnixStream::connect(path.join("manager.sock")).is_ok() {
+            continue;
+        }
+        // Gone meanwhile, or not ours to remove after all: not reported.
+        if remove && std::fs::remove_dir_all(&path).is_err() {
+            continue;
+        }
+        found.push(path);
+    }
+    Ok(found)
+}
+
 /// A fresh directory only this user can enter, for a server's socket.
 fn private_socket_dir() -> io::Result<PathBuf> {
     use std::os::unix::fs::DirBuilderExt;
-    let mut base = std::env::temp_dir();
-    // Socket paths are short (107 bytes): fall back to /tmp for a long TMPDIR.
-    if base.as_os_str().len() > 60 {
-        base = PathBuf::from("/tmp");
-    }
+    // Best effort: what crashed runs left behind.
+    let _ = stale_socket_dirs(true);
+    let base = socket_base();
     let mut r = [0u8; 8];
     auth::random_bytes(&mut r)?;
-    let dir = base.join(format!("shmkit-manager-{}-{:016x}", std::process::id(), u64::from_le_bytes(r)));
+    let dir = base.join(format!("{DIR_PREFIX}{}-{:016x}", std::process::id(), u64::from_le_bytes(r)));
     std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
     Ok(dir)
 }

@@ -20,6 +20,10 @@ use serde::{Deserialize, Serialize};
 /// assert_eq!(Obj::from("1").to_string(), "'1'");
 /// assert_eq!(Obj::from(vec![Obj::from(1), Obj::None]).to_string(), "[1, None]");
 /// assert_eq!(Obj::from(2).as_int(), Some(2));
+/// assert_eq!(Obj::from(1e16).to_string(), "1e+16");
+/// assert_eq!(Obj::from(0.00001).to_string(), "1e-05");
+/// assert_eq!(Obj::from(2.0).to_string(), "2.0");
+/// assert_eq!(Obj::from("it's").to_string(), "\"it's\"");
 /// ```
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
 pub enum Obj {
@@ -79,20 +83,23 @@ impl fmt::Display for Obj {
             Obj::Bool(true) => f.write_str("True"),
             Obj::Bool(false) => f.write_str("False"),
             Obj::Int(i) => write!(f, "{i}"),
-            Obj::Float(x) if x.is_finite() && x.fract() == 0.0 && x.abs() < 1e16 => write!(f, "{x:.1}"),
-            Obj::Float(x) => write!(f, "{x}"),
+            Obj::Float(x) => float_repr(*x, f),
             Obj::Str(s) => {
-                f.write_str("'")?;
+                // Python quotes with ' unless the text has a ' and no ".
+                let q = if s.contains('\'') && !s.contains('"') { '"' } else { '\'' };
+                write!(f, "{q}")?;
                 for c in s.chars() {
                     match c {
                         '\\' => f.write_str("\\\\")?,
-                        '\'' => f.write_str("\\'")?,
+                        c if c == q => write!(f, "\\{c}")?,
+                        '\t' => f.write_str("\\t")?,
+                        '\r' => f.write_str("\\r")?,
                         '\n' => f.write_str("\\n")?,
                         c if c.is_control() => write!(f, "\\x{:02x}", c as u32)?,
                         c => write!(f, "{c}")?,
                     }
                 }
-                f.write_str("'")
+                write!(f, "{q}")
             }
             Obj::Bytes(b) => {
                 f.write_str("b'")?;
@@ -116,6 +123,30 @@ impl fmt::Display for Obj {
                 f.write_str("]")
             }
         }
+    }
+}
+
+/// Python's `repr(float)`: the shortest text that reads back the same, in exponent form
+/// below 1e-4 and from 1e16 up (`1e-05`, `1e+16`), else with a `.0` when integral.
+fn float_repr(x: f64, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    if x.is_nan() {
+        return f.write_str("nan");
+    }
+    if x.is_infinite() {
+        return f.write_str(if x > 0.0 { "inf" } else { "-inf" });
+    }
+    let a = x.abs();
+    if a != 0.0 && !(1e-4..1e16).contains(&a) {
+        let e = format!("{x:e}");
+        let (mantissa, exp) = e.split_once('e').expect("{:e} has an exponent");
+        let exp: i32 = exp.parse().expect("{:e} has an integer exponent");
+        let sign = if exp < 0 { '-' } else { '+' };
+        return write!(f, "{mantissa}e{sign}{:02}", exp.abs());
+    }
+    if x.fract() == 0.0 {
+        write!(f, "{x:.1}")
+    } else {
+        write!(f, "{x}")
     }
 }
 

@@ -45,7 +45,8 @@ enum Command {
         /// The segment's name (with or without the leading '/').
         name: String,
     },
-    /// Unlinks segments whose creator is dead (persistent ones only with --all).
+    /// Unlinks segments whose creator is dead (persistent ones only with --all), and removes
+    /// the socket directories of Manager servers whose starter is gone.
     Clean {
         /// Only print what would be removed.
         #[arg(long)]
@@ -184,6 +185,15 @@ fn clean(dry_run: bool, all: bool, prefix: Option<&str>) -> Result<(), String> {
         removed += 1;
     }
     println!("{removed} segment(s) {}", if dry_run { "to remove" } else { "removed" });
+    #[cfg(feature = "manager")]
+    if prefix.is_none() {
+        // Socket directories of Manager::start servers whose starter is gone.
+        let dirs = shmkit::manager::stale_socket_dirs(!dry_run).map_err(|e| format!("manager sockets: {e}"))?;
+        for d in &dirs {
+            println!("{} {}", if dry_run { "would remove" } else { "removed" }, d.display());
+        }
+        println!("{} manager socket dir(s) {}", dirs.len(), if dry_run { "to remove" } else { "removed" });
+    }
     Ok(())
 }
 
