@@ -522,3 +522,19 @@ pub fn inspect_state(data: &[u8]) -> bool {
     assert_eq!(report.header.kind(), kind);
     !matches!(report.contents, Contents::Corrupted(_) | Contents::NotInterpreted(_))
 }
+
+/// The manager's wire decoder: frames read from the bytes as a server and a client would,
+/// each decoded as every message type; never a panic or an allocation past the limit, and a
+/// decoded request re-encodes to itself.
+#[cfg(feature = "manager")]
+pub fn manager_frames(data: &[u8]) {
+    crate::manager::__fuzz::fuzz_decode(data);
+}
+
+/// The bytes as an authenticated client's stream, served by a real manager connection
+/// handler over a socket pair (blocking operations do not wait): never a panic or a hang,
+/// and when the connection ends no unnamed object it made or used is left.
+#[cfg(feature = "manager")]
+pub fn manager_session(data: &[u8]) -> usize {
+    crate::manager::__fuzz::fuzz_session(data)
+}

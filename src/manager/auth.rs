@@ -15,7 +15,9 @@ use std::io::{self, Read, Write};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-use super::proto::{self, ClientAnswer, FrameError, ServerHello, ServerVerdict, HANDSHAKE_MAX, MAGIC, VERSION};
+use super::proto::{
+    self, ClientAnswer, FrameError, ServerHello, ServerVerdict, HANDSHAKE_MAX, MAGIC, VERSION,
+};
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -76,11 +78,20 @@ impl From<io::Error> for HandshakeError {
 }
 
 /// The server's side; `Ok` once the client has proven it knows `key`.
-pub(crate) fn serve<S: Read + Write>(s: &mut S, key: &[u8], max_message: usize) -> Result<(), HandshakeError> {
+pub(crate) fn serve<S: Read + Write>(
+    s: &mut S,
+    key: &[u8],
+    max_message: usize,
+) -> Result<(), HandshakeError> {
     let mut buf = Vec::with_capacity(128);
     let mut nonce = [0u8; 32];
     random_bytes(&mut nonce)?;
-    proto::write_msg(s, &ServerHello::Challenge { magic: MAGIC, version: VERSION, nonce }, HANDSHAKE_MAX, &mut buf)?;
+    proto::write_msg(
+        s,
+        &ServerHello::Challenge { magic: MAGIC, version: VERSION, nonce },
+        HANDSHAKE_MAX,
+        &mut buf,
+    )?;
     let answer: ClientAnswer = proto::read_msg(s, HANDSHAKE_MAX, &mut buf)?;
     if mac(key, &[CLIENT_TAG, &nonce]).verify_slice(&answer.mac).is_err() {
         // Best effort: the client learns why before the connection closes.
@@ -137,7 +148,10 @@ mod tests {
     use super::*;
     use std::os::unix::net::UnixStream;
 
-    fn pair(server_key: &'static [u8], client_key: &'static [u8]) -> (Result<(), HandshakeError>, Result<u64, HandshakeError>) {
+    fn pair(
+        server_key: &'static [u8],
+        client_key: &'static [u8],
+    ) -> (Result<(), HandshakeError>, Result<u64, HandshakeError>) {
         let (mut a, mut b) = UnixStream::pair().unwrap();
         let t = std::thread::spawn(move || serve(&mut a, server_key, 1234));
         let c = client(&mut b, client_key);

@@ -11,9 +11,10 @@ use super::auth::{self, HandshakeError};
 use super::net::{Address, BufStream, Stream};
 use super::proto::{self, FrameError, Init, ObjectKind, Op, Request, Response, RESPONSE_SLACK};
 use super::proxy::{
-    DictProxy, EventProxy, JoinableQueueProxy, ListProxy, LockProxy, ObjRef, QueueProxy, SemaphoreProxy, ValueProxy,
+    DictProxy, EventProxy, JoinableQueueProxy, ListProxy, LockProxy, ObjRef, QueueProxy, SemaphoreProxy,
+    ValueProxy,
 };
-use super::server::MAX_NAME;
+use super::server::{HANDSHAKE_TIMEOUT, MAX_NAME};
 use super::ManagerError;
 
 /// One authenticated connection.
@@ -27,14 +28,26 @@ pub(crate) struct Conn {
 impl Conn {
     fn open(address: &Address, key: &[u8]) -> Result<Conn, ManagerError> {
         let stream = Stream::connect(address).map_err(|e| ManagerError::Connect(address.clone(), e))?;
+        // A server that never answers (e.g. a forked copy of a listening socket whose
+        // server has stopped) must not hang the client: the server side gives 10 s too.
+        stream.set_timeouts(Some(HANDSHAKE_TIMEOUT)).map_err(ManagerError::Io)?;
         let mut stream = BufStream::new(stream);
         let max = match auth::client(&mut stream, key) {
             Ok(max) => usize::try_from(max).unwrap_or(usize::MAX),
             Err(HandshakeError::BadKey) => return Err(ManagerError::AuthenticationFailed),
             Err(HandshakeError::Busy) => return Err(ManagerError::Busy),
             Err(HandshakeError::Protocol(why)) => return Err(ManagerError::Protocol(why)),
+            Err(HandshakeError::Frame(FrameError::Io(e)))
+                if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) =>
+            {
+                return Err(ManagerError::Protocol(format!(
+                    "no handshake from {address} within {} s",
+                    HANDSHAKE_TIMEOUT.as_secs()
+                )))
+            }
             Err(HandshakeError::Frame(e)) => return Err(frame_error(e)),
         };
+        stream.get_ref().set_timeouts(None).map_err(ManagerError::Io)?;
         Ok(Conn { stream, buf: Vec::new(), max })
     }
 
@@ -43,7 +56,9 @@ impl Conn {
     pub(crate) fn call(&mut self, req: &Request) -> Result<Response, ManagerError> {
         match proto::write_msg(&mut self.stream, req, self.max, &mut self.buf) {
             Ok(()) => {}
-            Err(FrameError::TooLarge { len, max }) => return Err(ManagerError::TooLarge { len, max: max as u64 }),
+            Err(FrameError::TooLarge { len, max }) => {
+                return Err(ManagerError::TooLarge { len, max: max as u64 })
+            }
             Err(e) => return Err(frame_error(e)),
         }
         // A timed call returns even if the server hangs: its reply is due by the timeout
@@ -53,7 +68,11 @@ impl Conn {
         if timed.is_some() && self.stream.get_ref().set_read_timeout(timed).is_err() {
             return Err(ManagerError::Disconnected);
         }
-        let r = proto::read_msg::<Response>(&mut self.stream, self.max.saturating_add(RESPONSE_SLACK), &mut self.buf);
+        let r = proto::read_msg::<Response>(
+            &mut self.stream,
+            self.max.saturating_add(RESPONSE_SLACK),
+            &mut self.buf,
+        );
         if timed.is_some() && r.is_ok() && self.stream.get_ref().set_read_timeout(None).is_err() {
             return Err(ManagerError::Disconnected);
         }
@@ -80,7 +99,9 @@ fn frame_error(e: FrameError) -> ManagerError {
             | io::ErrorKind::NotConnected => ManagerError::Disconnected,
             _ => ManagerError::Io(e),
         },
-        FrameError::TooLarge { len, max } => ManagerError::Protocol(format!("reply of {len} bytes (limit {max})")),
+        FrameError::TooLarge { len, max } => {
+            ManagerError::Protocol(format!("reply of {len} bytes (limit {max})"))
+        }
         FrameError::Malformed(why) => ManagerError::Protocol(why),
     }
 }
@@ -193,14 +214,27 @@ pub(crate) fn encode<T: Serialize + ?Sized>(v: &T) -> Result<Vec<u8>, ManagerErr
     postcard::to_allocvec(v).map_err(|e| ManagerError::Encode(e.to_string()))
 }
 
+/// Decodes a stored value, which must be exactly one `T` (bytes left over mean it is of
+/// another type; not every mismatch shows, e.g. a `0u64` reads as an empty `String`).
 pub(crate) fn decode<T: DeserializeOwned>(b: &[u8]) -> Result<T, ManagerError> {
-    postcard::from_bytes(b).map_err(|e| ManagerError::Decode(e.to_string()))
+    match postcard::take_from_bytes::<T>(b) {
+        Ok((v, [])) => Ok(v),
+        Ok((_, rest)) => Err(ManagerError::Decode(format!(
+            "{} of {} bytes left over: the value is of another type",
+            rest.len(),
+            b.len()
+        ))),
+        Err(e) => Err(ManagerError::Decode(e.to_string())),
+    }
 }
 
 impl Client {
     /// Connects to the server at `address` and proves the key (one connection is opened
     /// now, so a wrong address or key fails here).
-    pub fn connect(address: impl TryInto<Address, Error = ManagerError>, authkey: &[u8]) -> Result<Client, ManagerError> {
+    pub fn connect(
+        address: impl TryInto<Address, Error = ManagerError>,
+        authkey: &[u8],
+    ) -> Result<Client, ManagerError> {
         let address = address.try_into()?;
         let conn = Conn::open(&address, authkey)?;
         let inner = Inner {
@@ -263,7 +297,10 @@ impl Client {
     }
 
     /// A new list holding `items` (Python's `manager.list(range(10))`).
-    pub fn list_from<T: Serialize>(&self, items: impl IntoIterator<Item = T>) -> Result<ListProxy<T>, ManagerError> {
+    pub fn list_from<T: Serialize>(
+        &self,
+        items: impl IntoIterator<Item = T>,
+    ) -> Result<ListProxy<T>, ManagerError> {
         let items = items.into_iter().map(|i| encode(&i)).collect::<Result<_, _>>()?;
         self.create(ObjectKind::List, None, Init::List(items)).map(ListProxy::new)
     }
@@ -308,7 +345,8 @@ impl Client {
 
     /// A new semaphore with `value` permits.
     pub fn semaphore(&self, value: u64) -> Result<SemaphoreProxy, ManagerError> {
-        self.create(ObjectKind::Semaphore, None, Init::Semaphore { value, bound: None }).map(SemaphoreProxy::new)
+        self.create(ObjectKind::Semaphore, None, Init::Semaphore { value, bound: None })
+            .map(SemaphoreProxy::new)
     }
 
     /// A new bounded semaphore: releasing past `value` is [`ManagerError::ReleasedTooManyTimes`].
@@ -431,5 +469,3 @@ impl Named<'_> {
         self.open(ObjectKind::Dict).map(DictProxy::new)
     }
 }
-
-

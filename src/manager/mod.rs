@@ -106,8 +106,8 @@ pub use net::Address;
 pub use obj::Obj;
 pub use proto::{FrameError, ObjectKind};
 pub use proxy::{
-    DictProxy, EventProxy, JoinableQueueProxy, ListProxy, LockProxy, LockProxyGuard, QueueProxy, SemaphoreProxy,
-    ValueProxy,
+    DictProxy, EventProxy, JoinableQueueProxy, ListProxy, LockProxy, LockProxyGuard, QueueProxy,
+    SemaphoreProxy, ValueProxy,
 };
 pub use server::{Server, Stopper, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_MESSAGE};
 
@@ -230,7 +230,10 @@ impl ManagerError {
     /// Whether a timeout or a `try_*` found nothing to do (`Timeout`, `Empty`, `Full`,
     /// `WouldBlock`).
     pub fn is_timeout(&self) -> bool {
-        matches!(self, ManagerError::Timeout | ManagerError::Empty | ManagerError::Full | ManagerError::WouldBlock)
+        matches!(
+            self,
+            ManagerError::Timeout | ManagerError::Empty | ManagerError::Full | ManagerError::WouldBlock
+        )
     }
 }
 
@@ -244,13 +247,19 @@ impl From<Remote> for ManagerError {
             Remote::Full => ManagerError::Full,
             Remote::Timeout => ManagerError::Timeout,
             Remote::WouldBlock => ManagerError::WouldBlock,
-            Remote::TooLarge { len, max } | Remote::ReplyTooLarge { len, max } => ManagerError::TooLarge { len, max },
-            Remote::BadRequest(why) => ManagerError::Protocol(format!("the server refused the request: {why}")),
+            Remote::TooLarge { len, max } | Remote::ReplyTooLarge { len, max } => {
+                ManagerError::TooLarge { len, max }
+            }
+            Remote::BadRequest(why) => {
+                ManagerError::Protocol(format!("the server refused the request: {why}"))
+            }
             Remote::TaskDoneTooMany => ManagerError::TaskDoneTooMany,
             Remote::ReleasedTooMany => ManagerError::ReleasedTooManyTimes,
             Remote::NotOwner => ManagerError::NotOwner,
             Remote::TooManyObjects => ManagerError::TooManyObjects,
-            Remote::Malformed(why) => ManagerError::Protocol(format!("the server could not decode a request: {why}")),
+            Remote::Malformed(why) => {
+                ManagerError::Protocol(format!("the server could not decode a request: {why}"))
+            }
             Remote::ShuttingDown => ManagerError::Disconnected,
         }
     }
@@ -269,13 +278,19 @@ impl Manager {
     }
 
     /// Runs a server in this thread at `address` until a client asks it to shut down.
-    pub fn serve(address: impl TryInto<Address, Error = ManagerError>, authkey: &[u8]) -> Result<(), ManagerError> {
+    pub fn serve(
+        address: impl TryInto<Address, Error = ManagerError>,
+        authkey: &[u8],
+    ) -> Result<(), ManagerError> {
         Manager::builder().address(address).authkey(authkey).serve()
     }
 
     /// Connects to the server at `address` with `authkey` (Python's `BaseManager(address,
     /// authkey).connect()`).
-    pub fn connect(address: impl TryInto<Address, Error = ManagerError>, authkey: &[u8]) -> Result<Client, ManagerError> {
+    pub fn connect(
+        address: impl TryInto<Address, Error = ManagerError>,
+        authkey: &[u8],
+    ) -> Result<Client, ManagerError> {
         Client::connect(address, authkey)
     }
 
@@ -365,8 +380,12 @@ impl ManagerBuilder {
             .ok_or_else(|| ManagerError::Address("bind and serve need an address".into()))??;
         let authkey = self.key()?;
         let listener = Listener::bind(&address, self.allow_remote)?;
-        let config =
-            Config { authkey, max_message: self.max_message, max_connections: self.max_connections, no_wait: false };
+        let config = Config {
+            authkey,
+            max_message: self.max_message,
+            max_connections: self.max_connections,
+            no_wait: false,
+        };
         Server::new(listener, config)
     }
 
@@ -396,15 +415,11 @@ impl ManagerBuilder {
         let mut server = self.bind()?;
         let address = server.address().clone();
         let authkey = server.authkey().to_vec();
-        // The server process removes the socket file when it stops; this process's copy of
-        // the listener (dropped right after the fork) must not.
-        server.disown_socket_file();
-        let mut process = Process::builder().name("SyncManager").daemon(true).target(move || {
-            if let Err(e) = server.serve() {
-                eprintln!("shmkit manager server: {e}");
-                std::process::exit(1);
-            }
-        });
+        server.leave_with(std::process::id());
+        let dir = private_dir.clone();
+        // A daemon: SIGTERMed at this process's normal exit (see `server_process`).
+        let mut process =
+            Process::builder().name("SyncManager").daemon(true).target(move || server_process(server, dir));
         process.start()?;
         let client = match Client::connect(&address, &authkey) {
             Ok(c) => c,
@@ -415,6 +430,51 @@ impl ManagerBuilder {
             }
         };
         Ok(ManagerHandle { client, process, private_dir, shut_down: false, owner_pid: std::process::id() })
+    }
+}
+
+/// The life of a server process started by [`Manager::start`].
+///
+/// - It leaves with its starter *process*, checked every 100 ms (`getppid`), not through
+///   `PR_SET_PDEATHSIG`, which fires when the starting *thread* ends.
+/// - SIGTERM (sent to daemon children at the starter's normal exit) stops it cleanly: a
+///   thread takes the signal (blocked everywhere else) and stops the server.
+/// - SIGINT is ignored, as Python's manager does: Ctrl-C reaches the whole process group,
+///   and the server should outlive its starter's handler and go with it.
+/// - When it stops it removes its socket file and private directory.
+fn server_process(server: Server, private_dir: Option<PathBuf>) {
+    // SAFETY: prctl/signal/sigset calls with valid arguments; no memory is shared.
+    unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, 0);
+        libc::signal(libc::SIGINT, libc::SIG_IGN);
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        // Before any thread exists: every thread inherits the mask.
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+    }
+    let stopper = server.stopper();
+    let _ = std::thread::Builder::new().name("shmkit-manager-sigterm".into()).spawn(move || {
+        // SAFETY: as above; sigwait writes the signal number to `sig`.
+        unsafe {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigaddset(&mut set, libc::SIGTERM);
+            let mut sig = 0;
+            while libc::sigwait(&set, &mut sig) != 0 {}
+        }
+        stopper.stop();
+    });
+    let result = server.serve();
+    if let Some(d) = private_dir {
+        let _ = std::fs::remove_dir_all(d);
+    }
+    if let Err(e) = result {
+        let line = format!("shmkit manager server: {e}\n");
+        // SAFETY: writes initialized bytes to fd 2 (stderr's lock may be held by a thread
+        // the fork left behind).
+        unsafe { libc::write(2, line.as_ptr().cast(), line.len()) };
+        std::process::exit(1);
     }
 }
 
@@ -461,7 +521,8 @@ pub fn stale_socket_dirs(remove: bool) -> io::Result<Vec<PathBuf>> {
             _ => continue,
         }
         // SAFETY: signal 0 only checks whether the process exists.
-        let alive = unsafe { libc::kill(pid, 0) } == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+        let alive = unsafe { libc::kill(pid, 0) } == 0
+            || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
         if alive || std::os::unix::net::UnixStream::connect(path.join("manager.sock")).is_ok() {
             continue;
         }

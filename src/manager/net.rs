@@ -53,7 +53,8 @@ impl FromStr for Address {
             return Address::unix(s);
         }
         let hp = tcp.unwrap_or(s);
-        let (host, port) = hp.rsplit_once(':').ok_or_else(|| bad("expected a path with a '/' or HOST:PORT"))?;
+        let (host, port) =
+            hp.rsplit_once(':').ok_or_else(|| bad("expected a path with a '/' or HOST:PORT"))?;
         if host.is_empty() {
             return Err(bad("no host"));
         }
@@ -148,7 +149,8 @@ impl Stream {
         match address {
             Address::Unix(p) => Ok(Stream::Unix(UnixStream::connect(p)?)),
             Address::Tcp(_) => {
-                let mut last = io::Error::new(io::ErrorKind::NotFound, "the host name resolves to no address");
+                let mut last =
+                    io::Error::new(io::ErrorKind::NotFound, "the host name resolves to no address");
                 for a in address.resolve()? {
                     match TcpStream::connect(a) {
                         Ok(s) => {
@@ -233,7 +235,8 @@ impl Write for Stream {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         loop {
             // SAFETY: `buf` is valid for `buf.len()` bytes; the fd is this stream's.
-            let n = unsafe { libc::send(self.as_raw_fd(), buf.as_ptr().cast(), buf.len(), libc::MSG_NOSIGNAL) };
+            let n =
+                unsafe { libc::send(self.as_raw_fd(), buf.as_ptr().cast(), buf.len(), libc::MSG_NOSIGNAL) };
             if n >= 0 {
                 return Ok(n as usize);
             }
@@ -340,8 +343,10 @@ impl Listener {
                     Err(e) if e.kind() == io::ErrorKind::AddrInUse && same_socket_file(path).is_some() => {
                         match UnixStream::connect(path) {
                             Err(c) if c.kind() == io::ErrorKind::ConnectionRefused => {
-                                std::fs::remove_file(path).map_err(|e| ManagerError::Bind(address.clone(), e))?;
-                                UnixListener::bind(path).map_err(|e| ManagerError::Bind(address.clone(), e))?
+                                std::fs::remove_file(path)
+                                    .map_err(|e| ManagerError::Bind(address.clone(), e))?;
+                                UnixListener::bind(path)
+                                    .map_err(|e| ManagerError::Bind(address.clone(), e))?
                             }
                             _ => return Err(ManagerError::Bind(address.clone(), e)),
                         }
@@ -351,7 +356,9 @@ impl Listener {
                 std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
                     .map_err(|e| ManagerError::Bind(address.clone(), e))?;
                 let ino = same_socket_file(path).unwrap_or(0);
-                Ok(Listener::Unix { listener, path: path.clone(), ino, unlink_pid: std::process::id() })
+                // No process removes the file until one serves it: a copy of a bound server
+                // that a parent drops after forking must not take the file from the child.
+                Ok(Listener::Unix { listener, path: path.clone(), ino, unlink_pid: 0 })
             }
             Address::Tcp(_) => {
                 let addrs = address.resolve().map_err(|e| ManagerError::Bind(address.clone(), e))?;

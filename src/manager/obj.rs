@@ -2,7 +2,10 @@
 
 use std::fmt;
 
-use serde::{Deserialize, Serialize};
+use std::cell::Cell;
+
+use serde::de::Error as _;
+use serde::{Deserialize, Deserializer, Serialize};
 
 /// A value of one of Python's basic types, for a [`DictProxy<Obj, Obj>`](super::DictProxy)
 /// or [`ListProxy<Obj>`](super::ListProxy) holding mixed keys and values (`d[1] = "1"`,
@@ -25,7 +28,7 @@ use serde::{Deserialize, Serialize};
 /// assert_eq!(Obj::from(2.0).to_string(), "2.0");
 /// assert_eq!(Obj::from("it's").to_string(), "\"it's\"");
 /// ```
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+#[derive(Clone, Debug, PartialEq, Serialize, Default)]
 pub enum Obj {
     /// Python's `None`.
     #[default]
@@ -44,7 +47,58 @@ pub enum Obj {
     List(Vec<Obj>),
 }
 
+/// `Obj`'s wire form: the same variants in the same order, decoded by serde's derive.
+#[derive(Deserialize)]
+#[serde(rename = "Obj")]
+enum ObjRepr {
+    None,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Str(String),
+    Bytes(Vec<u8>),
+    List(Vec<Obj>),
+}
+
+thread_local! {
+    static DEPTH: Cell<u32> = const { Cell::new(0) };
+}
+
+/// Decodes like a derived `Deserialize`, refusing nesting deeper than [`Obj::MAX_DEPTH`].
+impl<'de> Deserialize<'de> for Obj {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Obj, D::Error> {
+        struct Level;
+        impl Drop for Level {
+            fn drop(&mut self) {
+                DEPTH.with(|c| c.set(c.get() - 1));
+            }
+        }
+        let depth = DEPTH.with(|c| {
+            c.set(c.get() + 1);
+            c.get()
+        });
+        let _level = Level;
+        if depth > Obj::MAX_DEPTH {
+            return Err(D::Error::custom(format_args!("Obj nested deeper than {} levels", Obj::MAX_DEPTH)));
+        }
+        Ok(match ObjRepr::deserialize(d)? {
+            ObjRepr::None => Obj::None,
+            ObjRepr::Bool(b) => Obj::Bool(b),
+            ObjRepr::Int(i) => Obj::Int(i),
+            ObjRepr::Float(f) => Obj::Float(f),
+            ObjRepr::Str(s) => Obj::Str(s),
+            ObjRepr::Bytes(b) => Obj::Bytes(b),
+            ObjRepr::List(l) => Obj::List(l),
+        })
+    }
+}
+
 impl Obj {
+    /// The deepest nesting an `Obj` decodes, counting itself: bytes from another process
+    /// could otherwise nest lists deep enough (2 bytes a level) to overflow the decoding
+    /// thread's stack.
+    pub const MAX_DEPTH: u32 = 128;
+
     /// The integer, if this is an `Int`.
     pub fn as_int(&self) -> Option<i64> {
         match self {
@@ -212,5 +266,29 @@ impl From<Vec<Obj>> for Obj {
 impl<T: Into<Obj>> From<Option<T>> for Obj {
     fn from(v: Option<T>) -> Obj {
         v.map_or(Obj::None, Into::into)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_and_refuses_deep_nesting() {
+        let v = Obj::List(vec![Obj::None, Obj::Int(-3), Obj::from("x"), Obj::List(vec![Obj::Float(0.5)])]);
+        let b = postcard::to_allocvec(&v).unwrap();
+        assert_eq!(postcard::from_bytes::<Obj>(&b).unwrap(), v);
+        // [List, len 1] × n, then None: n levels of lists.
+        let nested = |n: usize| {
+            let mut b = [6u8, 1].repeat(n);
+            b.push(0);
+            b
+        };
+        assert!(postcard::from_bytes::<Obj>(&nested(Obj::MAX_DEPTH as usize - 1)).is_ok());
+        assert!(postcard::from_bytes::<Obj>(&nested(Obj::MAX_DEPTH as usize)).is_err());
+        // Deep enough to overflow any stack if it recursed all the way; refused at 128.
+        assert!(postcard::from_bytes::<Obj>(&nested(1_000_000)).is_err());
+        // The depth count is back to zero after an error.
+        assert_eq!(postcard::from_bytes::<Obj>(&b).unwrap(), v);
     }
 }

@@ -76,7 +76,12 @@ pub(crate) fn encode<T: Serialize>(msg: &T, max: usize, buf: &mut Vec<u8>) -> Re
 }
 
 /// Writes `msg` as one frame with a single `write_all` (so a frame is one segment on TCP).
-pub(crate) fn write_msg<T: Serialize>(w: &mut impl Write, msg: &T, max: usize, buf: &mut Vec<u8>) -> Result<(), FrameError> {
+pub(crate) fn write_msg<T: Serialize>(
+    w: &mut impl Write,
+    msg: &T,
+    max: usize,
+    buf: &mut Vec<u8>,
+) -> Result<(), FrameError> {
     encode(msg, max, buf)?;
     w.write_all(buf)?;
     Ok(())
@@ -95,14 +100,18 @@ pub(crate) fn read_frame(r: &mut impl Read, max: usize, buf: &mut Vec<u8>) -> Re
     // not make us allocate `max`.
     let got = r.take(len as u64).read_to_end(buf)?;
     if got != len {
-        return Err(FrameError::Io(io::Error::new(io::ErrorKind::UnexpectedEof, "connection ended mid-frame")));
+        return Err(FrameError::Io(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "connection ended mid-frame",
+        )));
     }
     Ok(())
 }
 
 /// Decodes a frame body that must hold exactly one `T`.
 pub(crate) fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, FrameError> {
-    let (msg, rest) = postcard::take_from_bytes::<T>(body).map_err(|e| FrameError::Malformed(e.to_string()))?;
+    let (msg, rest) =
+        postcard::take_from_bytes::<T>(body).map_err(|e| FrameError::Malformed(e.to_string()))?;
     if !rest.is_empty() {
         return Err(FrameError::Malformed(format!("{} bytes after the message", rest.len())));
     }
@@ -110,7 +119,11 @@ pub(crate) fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, FrameError> 
 }
 
 /// Reads and decodes one message.
-pub(crate) fn read_msg<T: DeserializeOwned>(r: &mut impl Read, max: usize, buf: &mut Vec<u8>) -> Result<T, FrameError> {
+pub(crate) fn read_msg<T: DeserializeOwned>(
+    r: &mut impl Read,
+    max: usize,
+    buf: &mut Vec<u8>,
+) -> Result<T, FrameError> {
     read_frame(r, max, buf)?;
     decode(buf)
 }
@@ -290,9 +303,15 @@ pub(crate) enum Response {
     Item(Option<Vec<u8>>),
     Items(Vec<Vec<u8>>),
     Pairs(Vec<(Vec<u8>, Vec<u8>)>),
-    Object { id: u64, kind: ObjectKind, created: bool },
+    Object {
+        id: u64,
+        kind: ObjectKind,
+        created: bool,
+    },
     /// A lock was acquired; `owner_died`: its previous holder's connection ended while holding it.
-    Acquired { owner_died: bool },
+    Acquired {
+        owner_died: bool,
+    },
     Err(Remote),
 }
 
@@ -307,17 +326,29 @@ impl Remote {
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub(crate) enum Remote {
     NoSuchObject(String),
-    WrongKind { expected: ObjectKind, found: ObjectKind },
-    Index { index: u64, len: u64 },
+    WrongKind {
+        expected: ObjectKind,
+        found: ObjectKind,
+    },
+    Index {
+        index: u64,
+        len: u64,
+    },
     Empty,
     Full,
     Timeout,
     WouldBlock,
     /// The request frame was over the limit; the server closes the connection after this.
-    TooLarge { len: u64, max: u64 },
+    TooLarge {
+        len: u64,
+        max: u64,
+    },
     /// The reply would be over the limit (e.g. `items()` of a huge dict); nothing changed
     /// and the connection stays open.
-    ReplyTooLarge { len: u64, max: u64 },
+    ReplyTooLarge {
+        len: u64,
+        max: u64,
+    },
     /// A well-formed request the server cannot do (e.g. a name of 300 bytes).
     BadRequest(String),
     TaskDoneTooMany,
@@ -378,16 +409,28 @@ mod tests {
         // Over the limit on either side.
         assert!(matches!(encode(&req, 10, &mut buf), Err(FrameError::TooLarge { max: 10, .. })));
         encode(&req, 1 << 20, &mut buf).unwrap();
-        assert!(matches!(read_msg::<Request>(&mut &buf[..], 10, &mut body), Err(FrameError::TooLarge { max: 10, .. })));
+        assert!(matches!(
+            read_msg::<Request>(&mut &buf[..], 10, &mut body),
+            Err(FrameError::TooLarge { max: 10, .. })
+        ));
         // Cut short, trailing bytes, garbage.
-        assert!(matches!(read_msg::<Request>(&mut &buf[..buf.len() - 1], 1 << 20, &mut body), Err(FrameError::Io(_))));
+        assert!(matches!(
+            read_msg::<Request>(&mut &buf[..buf.len() - 1], 1 << 20, &mut body),
+            Err(FrameError::Io(_))
+        ));
         let mut extra = buf.clone();
         extra.push(0);
         let n = (extra.len() - 4) as u32;
         extra[..4].copy_from_slice(&n.to_le_bytes());
-        assert!(matches!(read_msg::<Request>(&mut &extra[..], 1 << 20, &mut body), Err(FrameError::Malformed(_))));
+        assert!(matches!(
+            read_msg::<Request>(&mut &extra[..], 1 << 20, &mut body),
+            Err(FrameError::Malformed(_))
+        ));
         let garbage = [3u8, 0, 0, 0, 0xff, 0xff, 0xff];
-        assert!(matches!(read_msg::<Request>(&mut &garbage[..], 1 << 20, &mut body), Err(FrameError::Malformed(_))));
+        assert!(matches!(
+            read_msg::<Request>(&mut &garbage[..], 1 << 20, &mut body),
+            Err(FrameError::Malformed(_))
+        ));
     }
 
     #[test]

@@ -539,7 +539,9 @@ impl LockProxy {
         let inner = &self.obj.client.inner;
         let mut conn = inner.checkout()?;
         match conn.call(&Request::Call { id: self.obj.id, op: Op::LockAcquire(wait) }) {
-            Ok(Response::Acquired { owner_died }) => Ok(LockProxyGuard { lock: self, conn: Some(conn), pid: std::process::id(), owner_died }),
+            Ok(Response::Acquired { owner_died }) => {
+                Ok(LockProxyGuard { lock: self, conn: Some(conn), pid: std::process::id(), owner_died })
+            }
             Ok(Response::Err(e)) => {
                 if !e.closes_connection() {
                     inner.checkin(conn);
@@ -613,7 +615,10 @@ impl Drop for LockProxyGuard<'_> {
 
 impl fmt::Debug for LockProxyGuard<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("LockProxyGuard").field("lock", &self.lock).field("owner_died", &self.owner_died).finish()
+        f.debug_struct("LockProxyGuard")
+            .field("lock", &self.lock)
+            .field("owner_died", &self.owner_died)
+            .finish()
     }
 }
 

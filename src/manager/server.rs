@@ -15,7 +15,9 @@ use indexmap::IndexMap;
 
 use super::auth;
 use super::net::{Address, BufStream, Listener, Stream};
-use super::proto::{self, FrameError, Init, ObjectKind, Op, Remote, Request, Response, ServerHello, Wait, HANDSHAKE_MAX};
+use super::proto::{
+    self, FrameError, Init, ObjectKind, Op, Remote, Request, Response, ServerHello, Wait, HANDSHAKE_MAX,
+};
 use super::ManagerError;
 use crate::primitive::atomic::{AtomicBool, Ordering};
 
@@ -24,7 +26,7 @@ use crate::primitive::atomic::{AtomicBool, Ordering};
 const SLICE: Duration = Duration::from_millis(100);
 
 /// How long a new connection has to pass the handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Default largest message (request or response body): 16 MiB.
 pub const DEFAULT_MAX_MESSAGE: usize = 16 << 20;
@@ -165,6 +167,7 @@ pub struct Server {
     listener: Listener,
     address: Address,
     shared: Arc<Shared>,
+    parent: Option<u32>,
 }
 
 impl std::fmt::Debug for Server {
@@ -176,7 +179,7 @@ impl std::fmt::Debug for Server {
 impl Server {
     pub(crate) fn new(listener: Listener, config: Config) -> Result<Server, ManagerError> {
         let address = listener.address().map_err(ManagerError::Io)?;
-        Ok(Server { listener, address, shared: Arc::new(Shared::new(config)) })
+        Ok(Server { listener, address, shared: Arc::new(Shared::new(config)), parent: None })
     }
 
     /// The address clients connect to (for TCP port 0, with the port the kernel chose).
@@ -189,10 +192,10 @@ impl Server {
         &self.shared.config.authkey
     }
 
-    /// This copy of the server will not remove its socket file when dropped: the one that
-    /// [`serve`](Self::serve)s (e.g. in a forked child) does.
-    pub(crate) fn disown_socket_file(&mut self) {
-        self.listener.set_unlink_pid(0);
+    /// [`serve`](Self::serve) returns when process `parent` is no longer this process's
+    /// parent (checked every 100 ms).
+    pub(crate) fn leave_with(&mut self, parent: u32) {
+        self.parent = Some(parent);
     }
 
     /// A handle that stops the server from another thread.
@@ -201,13 +204,18 @@ impl Server {
     }
 
     /// Accepts and serves connections until stopped; then closes every connection, waits
-    /// for their threads, and (Unix) removes the socket file.
+    /// for their threads, and (Unix) removes the socket file. (A server bound and never
+    /// served leaves its socket file; the next bind of that path replaces it.)
     pub fn serve(mut self) -> Result<(), ManagerError> {
         self.listener.set_unlink_pid(std::process::id());
         let mut threads: Vec<JoinHandle<()>> = Vec::new();
         let mut next_conn = 0u64;
         let result = loop {
             if self.shared.stopping() {
+                break Ok(());
+            }
+            // SAFETY: getppid has no preconditions.
+            if self.parent.is_some_and(|p| unsafe { libc::getppid() } as u32 != p) {
                 break Ok(());
             }
             if !self.listener.ready(SLICE) {
@@ -247,7 +255,14 @@ impl Server {
                 .name(format!("shmkit-manager-conn-{id}"))
                 .stack_size(256 << 10)
                 .spawn(move || {
-                    Connection { shared: shared.clone(), id, stream: BufStream::new(stream), used: HashSet::new(), locks: HashSet::new() }.run();
+                    Connection {
+                        shared: shared.clone(),
+                        id,
+                        stream: BufStream::new(stream),
+                        used: HashSet::new(),
+                        locks: HashSet::new(),
+                    }
+                    .run();
                     lock(&shared.conns).remove(&id);
                 });
             match spawned {
@@ -406,7 +421,9 @@ impl Connection {
                             e.users.insert(self.id);
                             e.obj.clone()
                         }
-                        None => return Ok((Response::Err(Remote::NoSuchObject(format!("id {id}"))), Undo::None)),
+                        None => {
+                            return Ok((Response::Err(Remote::NoSuchObject(format!("id {id}"))), Undo::None))
+                        }
                     }
                 };
                 self.used.insert(id);
@@ -421,9 +438,11 @@ impl Connection {
             (ObjectKind::Dict, Init::Empty) => State::Dict(IndexMap::new()),
             (ObjectKind::List, Init::Empty) => State::List(Vec::new()),
             (ObjectKind::List, Init::List(items)) => State::List(items),
-            (ObjectKind::Queue | ObjectKind::JoinableQueue, Init::Queue { maxsize }) => {
-                State::Queue { items: VecDeque::new(), maxsize: usize::try_from(maxsize).unwrap_or(usize::MAX), unfinished: 0 }
-            }
+            (ObjectKind::Queue | ObjectKind::JoinableQueue, Init::Queue { maxsize }) => State::Queue {
+                items: VecDeque::new(),
+                maxsize: usize::try_from(maxsize).unwrap_or(usize::MAX),
+                unfinished: 0,
+            },
             (ObjectKind::Value, Init::Value(v)) => State::Value(v),
             (ObjectKind::Lock, Init::Empty) => State::Lock { owner: None, owner_died: false },
             (ObjectKind::Event, Init::Empty) => State::Event(false),
@@ -433,7 +452,9 @@ impl Connection {
                 }
                 State::Semaphore { value, bound }
             }
-            (kind, init) => return Response::Err(Remote::BadRequest(format!("{kind} cannot start from {init:?}"))),
+            (kind, init) => {
+                return Response::Err(Remote::BadRequest(format!("{kind} cannot start from {init:?}")))
+            }
         };
         if name.as_ref().is_some_and(|n| n.is_empty() || n.len() > MAX_NAME) {
             return Response::Err(Remote::BadRequest(format!("names are 1 to {MAX_NAME} bytes")));
@@ -520,7 +541,8 @@ impl Connection {
     }
 
     fn call(&mut self, id: u64, obj: &Arc<Object>, op: Op) -> Result<(Response, Undo), Stop> {
-        let wrong = |expected| Ok((Response::Err(Remote::WrongKind { expected, found: obj.kind }), Undo::None));
+        let wrong =
+            |expected| Ok((Response::Err(Remote::WrongKind { expected, found: obj.kind }), Undo::None));
         let ok = |r| Ok((r, Undo::None));
         use Op::*;
         match op {
@@ -531,7 +553,9 @@ impl Connection {
                 let joinable = obj.kind == ObjectKind::JoinableQueue;
                 let mut item = Some(item);
                 let r = self.block(obj, wait, Remote::Full, |st| match st {
-                    State::Queue { items, maxsize, unfinished } if *maxsize == 0 || items.len() < *maxsize => {
+                    State::Queue { items, maxsize, unfinished }
+                        if *maxsize == 0 || items.len() < *maxsize =>
+                    {
                         items.push_back(item.take().expect("pushed once"));
                         if joinable {
                             *unfinished += 1;
@@ -589,7 +613,8 @@ impl Connection {
                 if obj.kind != ObjectKind::Event {
                     return wrong(ObjectKind::Event);
                 }
-                let r = self.block(obj, wait, Remote::Timeout, |st| matches!(st, State::Event(true)).then_some(()))?;
+                let r = self
+                    .block(obj, wait, Remote::Timeout, |st| matches!(st, State::Event(true)).then_some(()))?;
                 return ok(Response::Bool(r.is_ok()));
             }
             SemAcquire(wait) => {
@@ -622,7 +647,9 @@ impl Connection {
             (State::Dict(d), DictLen) => Response::Len(d.len() as u64),
             (State::Dict(d), DictKeys) => Response::Items(d.keys().cloned().collect()),
             (State::Dict(d), DictValues) => Response::Items(d.values().cloned().collect()),
-            (State::Dict(d), DictItems) => Response::Pairs(d.iter().map(|(k, v)| (k.clone(), v.clone())).collect()),
+            (State::Dict(d), DictItems) => {
+                Response::Pairs(d.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            }
             (State::Dict(d), DictUpdate(pairs)) => {
                 d.extend(pairs);
                 Response::Unit
@@ -735,10 +762,10 @@ impl Connection {
 fn expected_kind(op: &Op) -> ObjectKind {
     use Op::*;
     match op {
-        DictGet(_) | DictInsert(..) | DictRemove(_) | DictContains(_) | DictSetDefault(..) | DictLen | DictKeys
-        | DictValues | DictItems | DictUpdate(_) | DictClear => ObjectKind::Dict,
-        ListPush(_) | ListPop | ListGet(_) | ListSet(..) | ListInsert(..) | ListRemove(_) | ListLen | ListReverse
-        | ListExtend(_) | ListSnapshot | ListClear => ObjectKind::List,
+        DictGet(_) | DictInsert(..) | DictRemove(_) | DictContains(_) | DictSetDefault(..) | DictLen
+        | DictKeys | DictValues | DictItems | DictUpdate(_) | DictClear => ObjectKind::Dict,
+        ListPush(_) | ListPop | ListGet(_) | ListSet(..) | ListInsert(..) | ListRemove(_) | ListLen
+        | ListReverse | ListExtend(_) | ListSnapshot | ListClear => ObjectKind::List,
         QueuePut(..) | QueueGet(_) | QueueLen => ObjectKind::Queue,
         TaskDone | QueueJoin(_) | Unfinished => ObjectKind::JoinableQueue,
         ValueGet | ValueSet(_) | ValueSwap(_) => ObjectKind::Value,
@@ -758,9 +785,10 @@ enum Stop {
 
 /// Fuzz body: `data` as the byte stream of an authenticated client, served by a real
 /// connection handler over a socket pair (blocking operations do not wait). Must never
-/// panic or hang; when the connection ends, every unnamed object it made is gone.
+/// panic or hang; when the connection ends, every unnamed object it made is gone. Returns
+/// how many replies were not errors (how deep the input got).
 #[doc(hidden)]
-pub fn fuzz_session(data: &[u8]) {
+pub fn fuzz_session(data: &[u8]) -> usize {
     use std::io::{Read, Write};
     use std::os::unix::net::UnixStream;
     let config = Config { authkey: Vec::new(), max_message: 4096, max_connections: 1, no_wait: true };
@@ -775,8 +803,14 @@ pub fn fuzz_session(data: &[u8]) {
         client
     });
     let drain = std::thread::spawn(move || {
-        let mut sink = Vec::new();
-        let _ = reader.read_to_end(&mut sink);
+        let mut replies = Vec::new();
+        let _ = reader.read_to_end(&mut replies);
+        let (mut r, mut body, mut ok) = (&replies[..], Vec::new(), 0);
+        while let Ok(reply) = proto::read_msg::<Response>(&mut r, usize::MAX, &mut body) {
+            ok += usize::from(!matches!(reply, Response::Err(_)));
+        }
+        assert!(r.is_empty(), "the server wrote a reply that does not decode");
+        ok
     });
     let conn = Connection {
         shared: shared.clone(),
@@ -787,7 +821,7 @@ pub fn fuzz_session(data: &[u8]) {
     };
     conn.serve_requests();
     drop(writer.join().expect("writer"));
-    drain.join().expect("drain");
+    let ok = drain.join().expect("drain");
     let reg = lock(&shared.registry);
     for (id, e) in &reg.objects {
         assert!(e.named, "unnamed object {id} outlived its only connection");
@@ -796,4 +830,5 @@ pub fn fuzz_session(data: &[u8]) {
     for (name, id) in &reg.names {
         assert!(reg.objects.contains_key(id), "name {name:?} points at a dropped object");
     }
+    ok
 }

@@ -188,7 +188,8 @@ fn clean(dry_run: bool, all: bool, prefix: Option<&str>) -> Result<(), String> {
     #[cfg(feature = "manager")]
     if prefix.is_none() {
         // Socket directories of Manager::start servers whose starter is gone.
-        let dirs = shmkit::manager::stale_socket_dirs(!dry_run).map_err(|e| format!("manager sockets: {e}"))?;
+        let dirs =
+            shmkit::manager::stale_socket_dirs(!dry_run).map_err(|e| format!("manager sockets: {e}"))?;
         for d in &dirs {
             println!("{} {}", if dry_run { "would remove" } else { "removed" }, d.display());
         }
