@@ -112,6 +112,9 @@ macro_rules! proxy_common {
 /// A dict on the server (Python's `DictProxy`): keys and values of any serde types,
 /// insertion-ordered like Python's. Keys compare by their postcard encoding.
 ///
+/// `insert` takes `impl Into<K>` (so `&str` for `String` keys); an integer literal key
+/// then needs its type (`d.insert(1u32, v)` for a `DictProxy<u32, _>`).
+///
 /// # Examples
 /// ```
 /// use shmkit::manager::{Manager, Obj};
