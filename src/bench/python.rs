@@ -1,6 +1,7 @@
 //! Python's `multiprocessing` as a peer: the workloads of `python_peers.py` (queue
 //! throughput, pipe round trip, an uncontended `Lock`, two processes incrementing a `Value`,
-//! process start, `Pool.map` and `Pool.apply`), run by `python3` when it is on the `PATH`.
+//! process start, `Pool.map`, `Pool.apply` and a `Manager().dict()` insert), run by `python3`
+//! when it is on the `PATH`.
 //!
 //! Each run starts a fresh interpreter (`python3 -c SCRIPT WORKLOAD N [ARG]`, in a process
 //! group of its own) and reads the one figure it prints; the interpreter's own start is not
