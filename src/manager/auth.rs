@@ -2,7 +2,8 @@
 //!
 //! 1. server → client: `Challenge { magic, version, nonce_s }` (32 random bytes);
 //! 2. client → server: `ClientAnswer { mac: HMAC(key, CLIENT_TAG ‖ nonce_s), nonce: nonce_c }`;
-//! 3. server → client: `Welcome { mac: HMAC(key, SERVER_TAG ‖ nonce_c ‖ nonce_s), .. }` if the
+//! 3. server → client: `Welcome { mac: HMAC(key, SERVER_TAG ‖ nonce_c ‖ nonce_s ‖ server id),
+//!    max_message, server_id }` if the
 //!    client's MAC verifies, else `Rejected` and the connection closes.
 //!
 //! Both directions are proven (a client does not talk to a server that does not know the
@@ -82,6 +83,7 @@ pub(crate) fn serve<S: Read + Write>(
     s: &mut S,
     key: &[u8],
     max_message: usize,
+    server_id: u64,
 ) -> Result<(), HandshakeError> {
     let mut buf = Vec::with_capacity(128);
     let mut nonce = [0u8; 32];
@@ -98,14 +100,15 @@ pub(crate) fn serve<S: Read + Write>(
         let _ = proto::write_msg(s, &ServerVerdict::Rejected, HANDSHAKE_MAX, &mut buf);
         return Err(HandshakeError::BadKey);
     }
-    let proof: [u8; 32] = mac(key, &[SERVER_TAG, &answer.nonce, &nonce]).finalize().into_bytes().into();
-    let verdict = ServerVerdict::Welcome { mac: proof, max_message: max_message as u64 };
+    let id = server_id.to_le_bytes();
+    let proof: [u8; 32] = mac(key, &[SERVER_TAG, &answer.nonce, &nonce, &id]).finalize().into_bytes().into();
+    let verdict = ServerVerdict::Welcome { mac: proof, max_message: max_message as u64, server_id };
     proto::write_msg(s, &verdict, HANDSHAKE_MAX, &mut buf)?;
     Ok(())
 }
 
-/// The client's side; returns the server's message limit.
-pub(crate) fn client<S: Read + Write>(s: &mut S, key: &[u8]) -> Result<u64, HandshakeError> {
+/// The client's side; returns the server's message limit and id.
+pub(crate) fn client<S: Read + Write>(s: &mut S, key: &[u8]) -> Result<(u64, u64), HandshakeError> {
     let mut buf = Vec::with_capacity(128);
     let server_nonce = match proto::read_msg::<ServerHello>(s, HANDSHAKE_MAX, &mut buf) {
         Ok(ServerHello::Challenge { magic, version, nonce }) => {
@@ -130,11 +133,12 @@ pub(crate) fn client<S: Read + Write>(s: &mut S, key: &[u8]) -> Result<u64, Hand
     let answer: [u8; 32] = mac(key, &[CLIENT_TAG, &server_nonce]).finalize().into_bytes().into();
     proto::write_msg(s, &ClientAnswer { mac: answer, nonce }, HANDSHAKE_MAX, &mut buf)?;
     match proto::read_msg::<ServerVerdict>(s, HANDSHAKE_MAX, &mut buf) {
-        Ok(ServerVerdict::Welcome { mac: proof, max_message }) => {
-            if mac(key, &[SERVER_TAG, &nonce, &server_nonce]).verify_slice(&proof).is_err() {
+        Ok(ServerVerdict::Welcome { mac: proof, max_message, server_id }) => {
+            let id = server_id.to_le_bytes();
+            if mac(key, &[SERVER_TAG, &nonce, &server_nonce, &id]).verify_slice(&proof).is_err() {
                 return Err(HandshakeError::Protocol("the server does not know the authkey".into()));
             }
-            Ok(max_message)
+            Ok((max_message, server_id))
         }
         Ok(ServerVerdict::Rejected) => Err(HandshakeError::BadKey),
         // A server closes right after rejecting; if the verdict got lost, that is still it.
@@ -151,9 +155,9 @@ mod tests {
     fn pair(
         server_key: &'static [u8],
         client_key: &'static [u8],
-    ) -> (Result<(), HandshakeError>, Result<u64, HandshakeError>) {
+    ) -> (Result<(), HandshakeError>, Result<(u64, u64), HandshakeError>) {
         let (mut a, mut b) = UnixStream::pair().unwrap();
-        let t = std::thread::spawn(move || serve(&mut a, server_key, 1234));
+        let t = std::thread::spawn(move || serve(&mut a, server_key, 1234, 77));
         let c = client(&mut b, client_key);
         drop(b);
         (t.join().unwrap(), c)
@@ -163,7 +167,7 @@ mod tests {
     fn same_key_passes_both_ways() {
         let (s, c) = pair(b"secret", b"secret");
         assert!(s.is_ok());
-        assert_eq!(c.unwrap(), 1234);
+        assert_eq!(c.unwrap(), (1234, 77));
     }
 
     #[test]

@@ -8,13 +8,13 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::auth::{self, HandshakeError};
-use super::net::{Address, BufStream, Stream};
+use super::net::{Address, BufStream, IntoAddress, Stream};
 use super::proto::{self, FrameError, Init, ObjectKind, Op, Request, Response, RESPONSE_SLACK};
 use super::proxy::{
     DictProxy, EventProxy, JoinableQueueProxy, ListProxy, LockProxy, ObjRef, QueueProxy, SemaphoreProxy,
     ValueProxy,
 };
-use super::server::{HANDSHAKE_TIMEOUT, MAX_NAME};
+use super::server::{BUF_KEEP, HANDSHAKE_TIMEOUT, MAX_NAME};
 use super::ManagerError;
 
 /// One authenticated connection.
@@ -23,6 +23,8 @@ pub(crate) struct Conn {
     buf: Vec<u8>,
     /// The server's message limit.
     max: usize,
+    /// The server's run (see `Welcome`).
+    server_id: u64,
 }
 
 impl Conn {
@@ -32,8 +34,8 @@ impl Conn {
         // server has stopped) must not hang the client: the server side gives 10 s too.
         stream.set_timeouts(Some(HANDSHAKE_TIMEOUT)).map_err(ManagerError::Io)?;
         let mut stream = BufStream::new(stream);
-        let max = match auth::client(&mut stream, key) {
-            Ok(max) => usize::try_from(max).unwrap_or(usize::MAX),
+        let (max, server_id) = match auth::client(&mut stream, key) {
+            Ok((max, id)) => (usize::try_from(max).unwrap_or(usize::MAX), id),
             Err(HandshakeError::BadKey) => return Err(ManagerError::AuthenticationFailed),
             Err(HandshakeError::Busy) => return Err(ManagerError::Busy),
             Err(HandshakeError::Protocol(why)) => return Err(ManagerError::Protocol(why)),
@@ -48,7 +50,7 @@ impl Conn {
             Err(HandshakeError::Frame(e)) => return Err(frame_error(e)),
         };
         stream.get_ref().set_timeouts(None).map_err(ManagerError::Io)?;
-        Ok(Conn { stream, buf: Vec::new(), max })
+        Ok(Conn { stream, buf: Vec::new(), max, server_id })
     }
 
     /// One request and its response. `Err` with the connection unusable, unless the error
@@ -75,6 +77,9 @@ impl Conn {
         );
         if timed.is_some() && r.is_ok() && self.stream.get_ref().set_read_timeout(None).is_err() {
             return Err(ManagerError::Disconnected);
+        }
+        if self.buf.capacity() > BUF_KEEP {
+            self.buf = Vec::new();
         }
         r.map_err(|e| match e {
             FrameError::Io(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
@@ -125,6 +130,8 @@ struct Idle {
 pub(crate) struct Inner {
     address: Address,
     authkey: Vec<u8>,
+    /// The run of the server this client connected to first.
+    server_id: u64,
     idle: Mutex<Idle>,
 }
 
@@ -143,7 +150,7 @@ impl Inner {
                 return Ok(c);
             }
         }
-        Conn::open(&self.address, &self.authkey).map_err(|e| match e {
+        let conn = Conn::open(&self.address, &self.authkey).map_err(|e| match e {
             // The server was there when this client connected: it is gone now.
             ManagerError::Connect(_, e)
                 if matches!(e.kind(), io::ErrorKind::ConnectionRefused | io::ErrorKind::NotFound) =>
@@ -151,7 +158,12 @@ impl Inner {
                 ManagerError::Disconnected
             }
             e => e,
-        })
+        })?;
+        // Another server at the same address (a restart): this client's objects are gone.
+        if conn.server_id != self.server_id {
+            return Err(ManagerError::Disconnected);
+        }
+        Ok(conn)
     }
 
     pub(crate) fn checkin(&self, conn: Conn) {
@@ -232,14 +244,15 @@ impl Client {
     /// Connects to the server at `address` and proves the key (one connection is opened
     /// now, so a wrong address or key fails here).
     pub fn connect(
-        address: impl TryInto<Address, Error = ManagerError>,
+        address: impl IntoAddress,
         authkey: &[u8],
     ) -> Result<Client, ManagerError> {
-        let address = address.try_into()?;
+        let address = address.into_address()?;
         let conn = Conn::open(&address, authkey)?;
         let inner = Inner {
             address,
             authkey: authkey.to_vec(),
+            server_id: conn.server_id,
             idle: Mutex::new(Idle { pid: std::process::id(), conns: vec![conn] }),
         };
         Ok(Client { inner: Arc::new(inner) })

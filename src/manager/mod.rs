@@ -56,7 +56,10 @@
 //! 2. client: `ClientAnswer { mac: HMAC(key, "shmkit-manager-v1 client answer" ‖ nonce),
 //!    nonce: [u8; 32] }`;
 //! 3. server: `Welcome { mac: HMAC(key, "shmkit-manager-v1 server answer" ‖ client nonce ‖
-//!    server nonce), max_message }`, or `Rejected` and the connection closes.
+//!    server nonce ‖ server_id as 8 LE bytes), max_message, server_id }`, or `Rejected` and the
+//!    connection closes. `server_id` is random per server run: a client whose server
+//!    restarted at the same address gets `Disconnected` rather than the new server's
+//!    objects under its old ids.
 //!
 //! Then the client sends requests (`Create`, `Open`, `Forget`, `Call { id, op }`, `Ping`,
 //! `Shutdown`) and the server answers each with one response, in order. Keys, values and
@@ -75,7 +78,8 @@
 //! - Server gone (shut down, killed): every call, including ones blocked in `get`, returns
 //!   [`ManagerError::Disconnected`]; nothing hangs.
 //! - Blocking calls (`get`, `put` on a bounded queue, `join`, `lock`, `wait`, `acquire`)
-//!   wait on the server; their `*_timeout` forms return [`ManagerError::Timeout`], never
+//!   wait on the server; their `*_timeout` forms return [`ManagerError::Timeout`] (or
+//!   `Ok(false)`: `EventProxy::wait_timeout`, `SemaphoreProxy::acquire_timeout`), never
 //!   before the timeout — and, should the server hang (stopped, not dead), at most 5 s
 //!   after it. Untimed calls wait for the server as long as it lives.
 //! - Unnamed objects live while a connection that made or used them is open; named ones
@@ -102,7 +106,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 pub use client::{Client, Named};
-pub use net::Address;
+pub use net::{Address, IntoAddress};
 pub use obj::Obj;
 pub use proto::{FrameError, ObjectKind};
 pub use proxy::{
@@ -279,7 +283,7 @@ impl Manager {
 
     /// Runs a server in this thread at `address` until a client asks it to shut down.
     pub fn serve(
-        address: impl TryInto<Address, Error = ManagerError>,
+        address: impl IntoAddress,
         authkey: &[u8],
     ) -> Result<(), ManagerError> {
         Manager::builder().address(address).authkey(authkey).serve()
@@ -288,7 +292,7 @@ impl Manager {
     /// Connects to the server at `address` with `authkey` (Python's `BaseManager(address,
     /// authkey).connect()`).
     pub fn connect(
-        address: impl TryInto<Address, Error = ManagerError>,
+        address: impl IntoAddress,
         authkey: &[u8],
     ) -> Result<Client, ManagerError> {
         Client::connect(address, authkey)
@@ -329,8 +333,8 @@ pub struct ManagerBuilder {
 impl ManagerBuilder {
     /// Where to listen (default for [`start`](Self::start): a fresh socket in a private
     /// directory; [`bind`](Self::bind) and [`serve`](Self::serve) need one).
-    pub fn address(mut self, address: impl TryInto<Address, Error = ManagerError>) -> Self {
-        self.address = Some(address.try_into());
+    pub fn address(mut self, address: impl IntoAddress) -> Self {
+        self.address = Some(address.into_address());
         self
     }
 
@@ -353,8 +357,9 @@ impl ManagerBuilder {
         self
     }
 
-    /// The most connections open at once (default 1024, at least 1); one more is told
-    /// [`ManagerError::Busy`].
+    /// The most authenticated connections open at once (default 1024, at least 1); one more
+    /// is told [`ManagerError::Busy`]. Up to 64 more may be in the handshake (10 s at most
+    /// each); past that, new ones are told `Busy` too.
     pub fn max_connections(mut self, n: usize) -> Self {
         self.max_connections = n.max(1);
         self
@@ -496,7 +501,7 @@ fn socket_base() -> PathBuf {
 const DIR_PREFIX: &str = "shmkit-manager-";
 
 /// The private socket directories [`Manager::start`] left behind: this user's, made by a
-/// process that is gone, with no server answering on the socket inside. A process that
+/// process that is gone (its server left with it). A process that
 /// started a manager and was killed (or exited without dropping the handle, its server then
 /// ended by a signal) leaves one; each `Manager::start` removes them, and so does
 /// `shmkit clean`.
@@ -523,7 +528,10 @@ pub fn stale_socket_dirs(remove: bool) -> io::Result<Vec<PathBuf>> {
         // SAFETY: signal 0 only checks whether the process exists.
         let alive = unsafe { libc::kill(pid, 0) } == 0
             || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
-        if alive || std::os::unix::net::UnixStream::connect(path.join("manager.sock")).is_ok() {
+        // A server leaves with its starter (it checks every 100 ms), so a dead starter means
+        // a gone server. (No connect to make sure: a stopped server's full backlog would
+        // block it.)
+        if alive {
             continue;
         }
         // Gone meanwhile, or not ours to remove after all: not reported.
@@ -597,7 +605,9 @@ impl ManagerHandle {
     }
 
     /// Asks the server to stop and waits for its process (killing it if it has not ended
-    /// within 5 s). Every client gets [`ManagerError::Disconnected`] from then on.
+    /// within 5 s, or at once if it does not answer). Every client gets
+    /// [`ManagerError::Disconnected`] from then on. An error only if the server process
+    /// exited with a failure of its own.
     pub fn shutdown(mut self) -> Result<(), ManagerError> {
         self.stop()
     }
@@ -611,8 +621,11 @@ impl ManagerHandle {
         if self.owner_pid != std::process::id() {
             return Ok(());
         }
+        // Bounded even if the server is stopped or hung (the request's reply is awaited at
+        // most 5 s; a new connection's handshake at most 10 s): then it is killed.
         let asked = self.client.shutdown_server();
-        let deadline = Instant::now() + Duration::from_secs(5);
+        let grace = if asked.is_ok() { Duration::from_secs(5) } else { Duration::from_millis(500) };
+        let deadline = Instant::now() + grace;
         let mut code = None;
         while Instant::now() < deadline {
             if let Some(c) = self.process.join_timeout(Duration::from_millis(50))? {
@@ -620,18 +633,19 @@ impl ManagerHandle {
                 break;
             }
         }
-        if code.is_none() {
+        let killed = code.is_none();
+        if killed {
             let _ = self.process.kill();
             code = Some(self.process.join()?);
         }
         if let Some(d) = self.private_dir.take() {
             let _ = std::fs::remove_dir_all(d);
         }
-        asked?;
         match code {
-            Some(0) => Ok(()),
-            Some(c) => Err(ManagerError::Io(io::Error::other(format!("the server process exited with {c}")))),
-            None => Ok(()),
+            Some(c) if c != 0 && !killed => {
+                Err(ManagerError::Io(io::Error::other(format!("the server process exited with {c}"))))
+            }
+            _ => Ok(()),
         }
     }
 }

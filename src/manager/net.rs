@@ -8,7 +8,7 @@ use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::ManagerError;
 
@@ -97,43 +97,67 @@ impl fmt::Display for Address {
     }
 }
 
-impl TryFrom<&str> for Address {
-    type Error = ManagerError;
-    fn try_from(s: &str) -> Result<Address, ManagerError> {
-        s.parse()
+/// What names an [`Address`]: text to parse (`&str`, `String`), an `Address`, a
+/// `SocketAddr` (TCP) or a `&Path` / `PathBuf` (a Unix socket).
+pub trait IntoAddress {
+    /// The address, or why this is not one.
+    fn into_address(self) -> Result<Address, ManagerError>;
+}
+
+impl IntoAddress for &str {
+    fn into_address(self) -> Result<Address, ManagerError> {
+        self.parse()
     }
 }
 
-impl TryFrom<String> for Address {
-    type Error = ManagerError;
-    fn try_from(s: String) -> Result<Address, ManagerError> {
-        s.parse()
+impl IntoAddress for String {
+    fn into_address(self) -> Result<Address, ManagerError> {
+        self.parse()
     }
 }
 
-impl TryFrom<&String> for Address {
-    type Error = ManagerError;
-    fn try_from(s: &String) -> Result<Address, ManagerError> {
-        s.parse()
+impl IntoAddress for &String {
+    fn into_address(self) -> Result<Address, ManagerError> {
+        self.parse()
     }
 }
 
-impl TryFrom<&Address> for Address {
-    type Error = ManagerError;
-    fn try_from(a: &Address) -> Result<Address, ManagerError> {
-        Ok(a.clone())
+impl IntoAddress for Address {
+    fn into_address(self) -> Result<Address, ManagerError> {
+        Ok(self)
     }
 }
 
-impl From<SocketAddr> for Address {
-    fn from(a: SocketAddr) -> Address {
-        Address::Tcp(a.to_string())
+impl IntoAddress for &Address {
+    fn into_address(self) -> Result<Address, ManagerError> {
+        Ok(self.clone())
     }
 }
 
-impl From<&Path> for Address {
-    fn from(p: &Path) -> Address {
-        Address::Unix(p.to_path_buf())
+impl IntoAddress for SocketAddr {
+    fn into_address(self) -> Result<Address, ManagerError> {
+        Ok(Address::Tcp(self.to_string()))
+    }
+}
+
+impl IntoAddress for &Path {
+    fn into_address(self) -> Result<Address, ManagerError> {
+        match self.to_str() {
+            Some(s) => Address::unix(s),
+            None => Err(ManagerError::Address(format!("{}: not UTF-8", self.display()))),
+        }
+    }
+}
+
+impl IntoAddress for PathBuf {
+    fn into_address(self) -> Result<Address, ManagerError> {
+        self.as_path().into_address()
+    }
+}
+
+impl IntoAddress for &PathBuf {
+    fn into_address(self) -> Result<Address, ManagerError> {
+        self.as_path().into_address()
     }
 }
 
@@ -264,15 +288,34 @@ pub(crate) struct BufStream {
     buf: Box<[u8]>,
     pos: usize,
     end: usize,
+    /// Reads past this instant fail with `TimedOut` (the handshake's whole budget, however
+    /// slowly the peer trickles its bytes).
+    deadline: Option<Instant>,
 }
 
 impl BufStream {
     pub(crate) fn new(stream: Stream) -> BufStream {
-        BufStream { stream, buf: vec![0; 16 << 10].into_boxed_slice(), pos: 0, end: 0 }
+        BufStream { stream, buf: vec![0; 16 << 10].into_boxed_slice(), pos: 0, end: 0, deadline: None }
     }
 
     pub(crate) fn get_ref(&self) -> &Stream {
         &self.stream
+    }
+
+    /// Reads must complete by `deadline` (`None`: the socket's own read timeout, if any).
+    pub(crate) fn set_deadline(&mut self, deadline: Option<Instant>) {
+        self.deadline = deadline;
+    }
+
+    fn recv_by_deadline(&self, out: &mut [u8]) -> io::Result<usize> {
+        if let Some(d) = self.deadline {
+            let left = d.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(io::Error::new(io::ErrorKind::TimedOut, "deadline passed"));
+            }
+            self.stream.set_read_timeout(Some(left))?;
+        }
+        BufStream::recv(&self.stream, out)
     }
 
     /// One blocking `recv` (honouring the socket's read timeout).
@@ -295,9 +338,12 @@ impl Read for BufStream {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
         if self.pos == self.end {
             if out.len() >= self.buf.len() {
-                return BufStream::recv(&self.stream, out);
+                return self.recv_by_deadline(out);
             }
-            self.end = BufStream::recv(&self.stream, &mut self.buf)?;
+            let mut buf = std::mem::take(&mut self.buf);
+            let r = self.recv_by_deadline(&mut buf);
+            self.buf = buf;
+            self.end = r?;
             self.pos = 0;
         }
         let n = out.len().min(self.end - self.pos);

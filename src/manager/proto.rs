@@ -150,8 +150,10 @@ pub(crate) struct ClientAnswer {
 #[derive(Serialize, Deserialize, Debug, PartialEq)]
 pub(crate) enum ServerVerdict {
     /// Accepted; the server proves it knows the key: HMAC(key, SERVER_TAG ‖ client nonce ‖
-    /// server nonce). `max_message` is the server's frame limit.
-    Welcome { mac: [u8; 32], max_message: u64 },
+    /// server nonce ‖ server id). `max_message` is the server's frame limit; `server_id`
+    /// is random per server run (a client that reconnects to a restarted server at the same
+    /// address sees another id, and does not mistake the new server's objects for its own).
+    Welcome { mac: [u8; 32], max_message: u64, server_id: u64 },
     /// Wrong key.
     Rejected,
 }
@@ -230,9 +232,16 @@ pub(crate) enum Request {
 }
 
 impl Request {
-    /// The timeout of a timed blocking call.
+    /// How long the server may take to answer beyond the grace period: the timeout of a
+    /// timed blocking call, zero for `Ping` and `Shutdown`; `None`: no limit.
     pub(crate) fn timeout(&self) -> Option<std::time::Duration> {
-        let Request::Call { op, .. } = self else { return None };
+        let op = match self {
+            // Answered at once by a live server; bounded so a hung one cannot hang the caller
+            // (`ManagerHandle::shutdown` then kills it).
+            Request::Ping | Request::Shutdown => return Some(std::time::Duration::ZERO),
+            Request::Call { op, .. } => op,
+            _ => return None,
+        };
         match op {
             Op::QueuePut(_, w)
             | Op::QueueGet(w)

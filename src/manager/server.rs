@@ -19,7 +19,7 @@ use super::proto::{
     self, FrameError, Init, ObjectKind, Op, Remote, Request, Response, ServerHello, Wait, HANDSHAKE_MAX,
 };
 use super::ManagerError;
-use crate::primitive::atomic::{AtomicBool, Ordering};
+use crate::primitive::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 /// How long a blocked operation sleeps between checks for a stopping server or a vanished
 /// client.
@@ -33,6 +33,12 @@ pub const DEFAULT_MAX_MESSAGE: usize = 16 << 20;
 
 /// Default most connections open at once (each has a thread).
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+
+/// Largest read or write buffer a connection keeps between requests.
+pub(crate) const BUF_KEEP: usize = 1 << 20;
+
+/// Most connections in the handshake at once (beyond `max_connections`).
+const MAX_PENDING: usize = 64;
 
 /// Most objects a server holds.
 const MAX_OBJECTS: usize = 1 << 20;
@@ -88,18 +94,30 @@ pub(crate) struct Config {
 
 pub(crate) struct Shared {
     config: Config,
+    /// Random per run: see `Welcome`.
+    server_id: u64,
     registry: Mutex<Registry>,
     stopping: AtomicBool,
+    /// Connections still in the handshake (a count only: no ordering with other data).
+    pending: AtomicUsize,
     /// A clone of every open connection's stream, to shut them down when stopping.
     conns: Mutex<HashMap<u64, Stream>>,
 }
 
 impl Shared {
     fn new(config: Config) -> Shared {
+        let mut id = [0u8; 8];
+        // Without randomness (getrandom failing), the pid and the time: unlikely to repeat.
+        if auth::random_bytes(&mut id).is_err() {
+            let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+            id = (t.as_nanos() as u64 ^ (u64::from(std::process::id()) << 40)).to_le_bytes();
+        }
         Shared {
             config,
+            server_id: u64::from_le_bytes(id),
             registry: Mutex::new(Registry::default()),
             stopping: AtomicBool::new(false),
+            pending: AtomicUsize::new(0),
             conns: Mutex::new(HashMap::new()),
         }
     }
@@ -238,7 +256,11 @@ impl Server {
             let id = next_conn;
             {
                 let mut conns = lock(&self.shared.conns);
-                if conns.len() >= self.shared.config.max_connections {
+                // Peers that have not proven the key have their own small quota, so they
+                // cannot crowd out clients that have.
+                let pending = self.shared.pending.load(Ordering::Relaxed);
+                let authenticated = conns.len().saturating_sub(pending);
+                if pending >= MAX_PENDING || authenticated >= self.shared.config.max_connections {
                     drop(conns);
                     let mut s = stream;
                     let _ = s.set_timeouts(Some(Duration::from_secs(1)));
@@ -249,6 +271,7 @@ impl Server {
                     Ok(c) => conns.insert(id, c),
                     Err(_) => continue,
                 };
+                self.shared.pending.fetch_add(1, Ordering::Relaxed);
             }
             let shared = self.shared.clone();
             let spawned = std::thread::Builder::new()
@@ -270,6 +293,7 @@ impl Server {
                 Err(_) => {
                     // No thread for it: the connection closes (its stream clone too).
                     lock(&self.shared.conns).remove(&id);
+                    self.shared.pending.fetch_sub(1, Ordering::Relaxed);
                 }
             }
         };
@@ -297,16 +321,22 @@ enum Undo {
     None,
     /// A queue item was taken: put it back at the front.
     Requeue(Arc<Object>, Vec<u8>),
+    /// The lock was granted: release it (its holder never knew it held it).
+    Unlock(u64, Arc<Object>),
+    /// A semaphore permit was taken: give it back.
+    Repermit(Arc<Object>),
 }
 
 impl Connection {
     fn run(mut self) {
         let max = self.shared.config.max_message;
+        // The whole handshake within HANDSHAKE_TIMEOUT, however slowly the bytes come.
         let _ = self.stream.get_ref().set_timeouts(Some(HANDSHAKE_TIMEOUT));
-        if auth::serve(&mut self.stream, &self.shared.config.authkey, max).is_err() {
-            return self.close();
-        }
-        if self.stream.get_ref().set_timeouts(None).is_err() {
+        self.stream.set_deadline(Some(Instant::now() + HANDSHAKE_TIMEOUT));
+        let passed = auth::serve(&mut self.stream, &self.shared.config.authkey, max, self.shared.server_id);
+        self.stream.set_deadline(None);
+        self.shared.pending.fetch_sub(1, Ordering::Relaxed);
+        if passed.is_err() || self.stream.get_ref().set_timeouts(None).is_err() {
             return self.close();
         }
         self.serve_requests();
@@ -341,17 +371,18 @@ impl Connection {
                 }
                 other => other.map(|_| true),
             };
-            match (written, undo) {
-                (Ok(true), _) | (Ok(false), Undo::None) => {}
-                (Ok(false) | Err(_), Undo::Requeue(obj, item)) => {
-                    let mut st = lock(&obj.state);
-                    if let State::Queue { items, .. } = &mut *st {
-                        items.push_front(item);
-                    }
-                    drop(st);
-                    obj.cond.notify_all();
+            let delivered = matches!(written, Ok(true));
+            if !delivered {
+                self.undo(undo);
+            }
+            if written.is_err() {
+                break;
+            }
+            // One huge message must not pin its buffers' memory for the connection's life.
+            for b in [&mut rbuf, &mut wbuf] {
+                if b.capacity() > BUF_KEEP {
+                    *b = Vec::new();
                 }
-                (Err(_), Undo::None) => break,
             }
             if last {
                 if matches!(response, Response::Unit) {
@@ -362,6 +393,35 @@ impl Connection {
             }
         }
         self.close();
+    }
+
+    /// Takes back what a request took whose reply did not reach the client.
+    fn undo(&mut self, undo: Undo) {
+        let obj = match undo {
+            Undo::None => return,
+            Undo::Requeue(obj, item) => {
+                if let State::Queue { items, .. } = &mut *lock(&obj.state) {
+                    items.push_front(item);
+                }
+                obj
+            }
+            Undo::Unlock(id, obj) => {
+                if let State::Lock { owner, .. } = &mut *lock(&obj.state) {
+                    if *owner == Some(self.id) {
+                        *owner = None;
+                    }
+                }
+                self.locks.remove(&id);
+                obj
+            }
+            Undo::Repermit(obj) => {
+                if let State::Semaphore { value, .. } = &mut *lock(&obj.state) {
+                    *value = value.saturating_add(1);
+                }
+                obj
+            }
+        };
+        obj.cond.notify_all();
     }
 
     /// Releases what this connection held: its locks, and its use of unnamed objects.
@@ -514,6 +574,12 @@ impl Connection {
         };
         let mut st = lock(&obj.state);
         loop {
+            // Before each attempt: a client that died while it waited must not take an
+            // item, a permit or the lock it can no longer be told about (on TCP, writing
+            // the reply to a closed peer may even succeed, so the undo would not run).
+            if !self.shared.config.no_wait && self.stream.get_ref().peer_gone() {
+                return Err(Stop::Hangup);
+            }
             if let Some(r) = attempt(&mut st) {
                 drop(st);
                 obj.cond.notify_all();
@@ -532,9 +598,6 @@ impl Connection {
             };
             if self.shared.stopping() {
                 return Err(Stop::ShuttingDown);
-            }
-            if self.stream.get_ref().peer_gone() {
-                return Err(Stop::Hangup);
             }
             st = obj.cond.wait_timeout(st, slice).unwrap_or_else(|p| p.into_inner()).0;
         }
@@ -601,12 +664,12 @@ impl Connection {
                     }
                     _ => None,
                 })?;
-                return ok(match r {
+                return Ok(match r {
                     Ok(owner_died) => {
                         self.locks.insert(id);
-                        Response::Acquired { owner_died }
+                        (Response::Acquired { owner_died }, Undo::Unlock(id, obj.clone()))
                     }
-                    Err(e) => Response::Err(e),
+                    Err(e) => (Response::Err(e), Undo::None),
                 });
             }
             EventWait(wait) => {
@@ -628,7 +691,10 @@ impl Connection {
                     }
                     _ => None,
                 })?;
-                return ok(Response::Bool(r.is_ok()));
+                return Ok(match r {
+                    Ok(()) => (Response::Bool(true), Undo::Repermit(obj.clone())),
+                    Err(_) => (Response::Bool(false), Undo::None),
+                });
             }
             _ => {}
         }
