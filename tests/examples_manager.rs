@@ -277,14 +277,13 @@ fn worker_with_a_wrong_key_fails_clearly() {
 
     let mut bad = worker("intruder", &address, &["--wait", "5"]);
     bad.env("SHMKIT_AUTHKEY", "not-the-key");
-    let t0 = Instant::now();
     let f = Running::spawn("worker with a wrong key", bad).finish(30);
     assert!(!f.status.success(), "a wrong key was accepted:\n{}", f.stdout);
     assert!(f.stderr.contains("authentication failed"), "stderr: {}", f.stderr);
     assert!(f.stderr.contains("SHMKIT_AUTHKEY"), "stderr: {}", f.stderr);
     assert!(!f.stdout.contains("connected"), "{}", f.stdout);
     // At once: a wrong key is not retried like a master that is not up yet.
-    assert!(t0.elapsed() < Duration::from_secs(4), "took {:?}", t0.elapsed());
+    assert!(!f.stderr.contains("retrying"), "a wrong key was retried: {}", f.stderr);
 
     // The server is unharmed: a worker with the right key finishes the job.
     let good = Running::spawn("worker", worker("good", &address, &["--idle", "30"])).finish(60);
@@ -311,15 +310,14 @@ fn worker_waits_for_a_master_started_after_it() {
     assert!(m.stdout.contains("master: 5/5 results"), "{}", m.stdout);
     let f = w.finish(30);
     assert!(f.status.success(), "{}\n{}", f.stdout, f.stderr);
-    assert!(f.stderr.contains("retrying"), "the worker did not have to wait? {}", f.stderr);
+    // (Whether it had to retry depends on how fast it started; the next part does not.)
     assert_eq!(tasks_done(&f.stdout), 5);
 
-    // With no master at all, the wait is bounded and the worker fails.
-    let t0 = Instant::now();
+    // With no master at all, the worker retries, then gives up (within `finish`'s limit).
     let f = Running::spawn("worker", worker("alone", &address, &["--wait", "1"])).finish(30);
     assert!(!f.status.success());
+    assert!(f.stderr.contains("retrying"), "{}", f.stderr);
     assert!(f.stderr.contains("cannot connect"), "{}", f.stderr);
-    assert!(t0.elapsed() < Duration::from_secs(10), "took {:?}", t0.elapsed());
 }
 
 #[test]

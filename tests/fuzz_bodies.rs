@@ -727,31 +727,33 @@ mod manager {
         pub answer: Vec<u8>,
         /// Client → server: the requests, in order; the last is `Shutdown`.
         pub requests: Vec<Vec<u8>>,
-        /// Server → client: the challenge, the welcome, then one reply per request.
+        /// Server → client: a challenge and a welcome, then one reply per request.
         pub replies: Vec<Vec<u8>>,
     }
 
-    /// Splits a byte stream into whole frames (`u32` LE length, then the body).
-    fn frames(mut bytes: &[u8]) -> Vec<Vec<u8>> {
-        let mut out = Vec::new();
-        while bytes.len() >= 4 {
-            let len = u32::from_le_bytes(bytes[..4].try_into().unwrap()) as usize;
-            assert!(bytes.len() >= 4 + len, "a recorded frame is cut short");
-            out.push(bytes[..4 + len].to_vec());
-            bytes = &bytes[4 + len..];
-        }
-        assert!(bytes.is_empty(), "{} stray bytes after the last frame", bytes.len());
-        out
-    }
+    /// Frames relayed so far, in the order they went through, from every connection: a
+    /// client's requests go out one at a time (each waits for its reply), so their order
+    /// across its connections is the order the server saw them in.
+    type Log = Arc<Mutex<Vec<(usize, Vec<u8>)>>>;
 
-    /// Copies `from` to `to` until `from` ends, keeping every byte in `log`.
-    fn relay(mut from: UnixStream, mut to: UnixStream, log: Arc<Mutex<Vec<u8>>>) {
+    /// Copies `from` to `to` until `from` ends, logging each whole frame with the number of
+    /// this connection (`conn`).
+    fn relay(mut from: UnixStream, mut to: UnixStream, conn: usize, log: Log) {
         let mut buf = [0u8; 4096];
+        let mut pending = Vec::new();
         loop {
             match from.read(&mut buf) {
                 Ok(0) | Err(_) => break,
                 Ok(n) => {
-                    log.lock().unwrap().extend_from_slice(&buf[..n]);
+                    pending.extend_from_slice(&buf[..n]);
+                    while pending.len() >= 4 {
+                        let len = u32::from_le_bytes(pending[..4].try_into().unwrap()) as usize;
+                        if pending.len() < 4 + len {
+                            break;
+                        }
+                        let frame: Vec<u8> = pending.drain(..4 + len).collect();
+                        log.lock().unwrap().push((conn, frame));
+                    }
                     if to.write_all(&buf[..n]).is_err() {
                         break;
                     }
@@ -870,8 +872,7 @@ mod manager {
         assert!(c.forget("log")?);
         // Still usable through the proxy after its name is gone.
         assert_eq!(tasks.len()?, 0);
-        c.ping()?;
-        c.shutdown_server()
+        c.ping()
     }
 
     /// The recording, made once.
@@ -885,29 +886,69 @@ mod manager {
             let server = Manager::builder().address(server_path.as_str()).authkey(KEY).bind().unwrap();
             let serving = std::thread::spawn(move || server.serve());
             let listener = UnixListener::bind(&relay_path).unwrap();
-            let (up, down) = (Arc::new(Mutex::new(Vec::new())), Arc::new(Mutex::new(Vec::new())));
+            listener.set_nonblocking(true).unwrap();
+            let (up, down): (Log, Log) = Default::default();
+            let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
             let relaying = {
-                let (up, down, server_path) = (up.clone(), down.clone(), server_path.clone());
+                let (up, down, server_path, done) =
+                    (up.clone(), down.clone(), server_path.clone(), done.clone());
                 std::thread::spawn(move || {
-                    // Exactly one connection: the script never needs a second.
-                    let (client_side, _) = listener.accept().unwrap();
-                    let server_side = UnixStream::connect(&server_path).unwrap();
-                    let (c2, s2) = (client_side.try_clone().unwrap(), server_side.try_clone().unwrap());
-                    let t = std::thread::spawn(move || relay(s2, c2, down));
-                    relay(client_side, server_side, up);
-                    t.join().unwrap();
+                    // Every connection the client opens (its home connection holds its
+                    // references; calls go through a pooled one).
+                    let mut threads = Vec::new();
+                    let mut conn = 0;
+                    while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                        let client_side = match listener.accept() {
+                            Ok((c, _)) => c,
+                            Err(_) => {
+                                std::thread::sleep(Duration::from_millis(1));
+                                continue;
+                            }
+                        };
+                        client_side.set_nonblocking(false).unwrap();
+                        conn += 1;
+                        let server_side = UnixStream::connect(&server_path).unwrap();
+                        let (c2, s2) = (client_side.try_clone().unwrap(), server_side.try_clone().unwrap());
+                        let (up, down) = (up.clone(), down.clone());
+                        threads.push(std::thread::spawn(move || relay(s2, c2, conn, down)));
+                        threads.push(std::thread::spawn(move || relay(client_side, server_side, conn, up)));
+                    }
+                    for t in threads {
+                        t.join().unwrap();
+                    }
                 })
             };
             let client = Manager::connect(relay_path.to_str().unwrap(), KEY).unwrap();
             script(&client).unwrap();
+            // Every proxy of the script is dropped (their releases recorded); the last request.
+            client.shutdown_server().unwrap();
             drop(client);
+            done.store(true, std::sync::atomic::Ordering::Relaxed);
             relaying.join().unwrap();
             serving.join().unwrap().unwrap();
             let _ = std::fs::remove_dir_all(&dir);
-            let mut requests = frames(&up.lock().unwrap());
-            let answer = requests.remove(0);
-            let replies = frames(&down.lock().unwrap());
-            assert_eq!(replies.len(), requests.len() + 2, "one reply per request after the handshake");
+            // Each connection's first frame up is its handshake answer, its first two down
+            // the challenge and the welcome; the rest are requests and replies.
+            let split = |log: &Log, skip: usize| {
+                let mut seen = std::collections::HashMap::new();
+                let (mut handshake, mut rest) = (Vec::new(), Vec::new());
+                for (conn, frame) in log.lock().unwrap().iter() {
+                    let n = seen.entry(*conn).or_insert(0usize);
+                    *n += 1;
+                    if *n <= skip {
+                        handshake.push(frame.clone())
+                    } else {
+                        rest.push(frame.clone())
+                    }
+                }
+                (handshake, rest)
+            };
+            let (answers, requests) = split(&up, 1);
+            let (hellos, mut replies) = split(&down, 2);
+            assert_eq!(replies.len(), requests.len(), "one reply per request after the handshakes");
+            // The first connection's challenge and welcome lead, as on a connection.
+            replies.splice(0..0, hellos[..2].iter().cloned());
+            let answer = answers[0].clone();
             Recording { answer, requests, replies }
         })
     }

@@ -1038,24 +1038,80 @@ fn started_in_a_thread_that_ends(t: Transport) {
     mgr.shutdown().unwrap();
 }
 
-/// An unnamed object lives while a proxy of it does, whichever of the client's pooled
-/// connections made it. Here the connection that made the dict is the one a lock guard
-/// holds; 16 other guards open 16 more; they are dropped first and fill the idle pool, so
-/// the first guard's connection is closed when it is dropped.
-fn unnamed_object_outlives_pool_eviction(t: Transport) {
-    let _w = watchdog(30);
+/// An unnamed object lives while a proxy of it does (clones share one reference); a named
+/// one until it is forgotten and its last proxy goes; a forked child that used a proxy
+/// holds its own reference; a client that dies gives its references back. Also: objects
+/// made and dropped in a loop do not pile up (they did when objects lived as long as the
+/// connection that made them).
+fn object_lifetime_follows_proxies(t: Transport) {
+    let _w = watchdog(60);
     let mgr = start(t);
     let c = Manager::connect(mgr.address(), mgr.authkey()).unwrap();
+    let objects = || c.server_stats().unwrap().objects;
+    let base = objects();
     let d = c.dict::<u8, u8>().unwrap();
-    d.insert(1, 1).unwrap();
-    let locks: Vec<LockProxy> = (0..17).map(|i| c.named(&format!("l{i}")).lock().unwrap()).collect();
-    let mut guards: Vec<_> = locks.iter().map(|l| l.lock().unwrap()).collect();
-    let first = guards.remove(0);
-    drop(guards);
-    drop(first);
-    // Let the server see that connection close before the next call uses the dict.
-    std::thread::sleep(Duration::from_millis(200));
-    assert_eq!(d.get(&1).unwrap(), Some(1), "the dict went with a pooled connection");
+    let d2 = d.clone();
+    assert_eq!(objects(), base + 1);
+    drop(d);
+    d2.insert(1, 1).unwrap();
+    assert_eq!(objects(), base + 1, "a clone keeps the object");
+    // Releases are answered before the drop returns: the count is exact at once.
+    drop(d2);
+    assert_eq!(objects(), base, "the last proxy's drop frees the object");
+    for _ in 0..200 {
+        let tmp = c.dict::<u32, Vec<u8>>().unwrap();
+        tmp.insert(0u32, vec![7; 4096]).unwrap();
+    }
+    assert_eq!(objects(), base, "200 dropped dicts left objects behind");
+
+    // Named: outlives its proxies until forgotten, then lives while a proxy does.
+    let n = c.named("kept").dict::<u8, u8>().unwrap();
+    drop(n);
+    assert_eq!(objects(), base + 1);
+    let n = c.named("kept").dict::<u8, u8>().unwrap();
+    assert!(c.forget("kept").unwrap());
+    assert_eq!(objects(), base + 1, "a forgotten object lives while its proxy does");
+    drop(n);
+    assert_eq!(objects(), base);
+
+    // A forked child that used the parent's proxy keeps the object after the parent drops
+    // its own: it took a reference of its own on first use.
+    let q = c.queue::<u32>().unwrap();
+    let (to_child, from_child) = (c.queue::<u32>().unwrap(), c.queue::<u32>().unwrap());
+    let (q2, to2, from2) = (q.clone(), to_child.clone(), from_child.clone());
+    let child = fork(move || {
+        q2.put(1).unwrap(); // first use: the child's own reference
+        from2.put(0).unwrap();
+        to2.get().unwrap(); // the parent has dropped its proxy of `q` by now
+        q2.put(2).unwrap();
+        assert_eq!(q2.len().unwrap(), 2);
+    });
+    from_child.get().unwrap();
+    drop(q);
+    to_child.put(0).unwrap();
+    join_ok(&child, "child using a proxy its parent dropped");
+    // The child's exit closed its connections; its references go with them.
+    common::wait_for("the child's references to go", 20, || objects() == base + 2);
+    drop((to_child, from_child));
+    assert_eq!(objects(), base);
+
+    // A client killed with objects: they go when the server sees its connections close.
+    let (address, key) = (mgr.address().clone(), mgr.authkey().to_vec());
+    let made = c.queue::<u8>().unwrap();
+    let made2 = made.clone();
+    let victim = fork(move || {
+        let own = Manager::connect(&address, &key).unwrap();
+        let keep: Vec<_> = (0..5).map(|_| own.dict::<u8, u8>().unwrap()).collect();
+        made2.put(keep.len() as u8).unwrap();
+        std::thread::sleep(Duration::from_secs(60));
+    });
+    assert_eq!(made.get().unwrap(), 5);
+    assert!(objects() >= base + 6);
+    victim.kill().unwrap();
+    victim.join().unwrap();
+    common::wait_for("a killed client's objects to go", 20, || objects() == base + 1);
+    drop(made);
+    assert_eq!(objects(), base);
 }
 
 /// A reply too large for the client is an error, and the object stays.
@@ -1071,7 +1127,6 @@ fn unnamed_object_outlives_a_too_large_reply(t: Transport) {
     d.insert(1, vec![1; 600]).unwrap();
     d.insert(2, vec![2; 600]).unwrap();
     assert_err!(d.items(), ManagerError::TooLarge { .. });
-    std::thread::sleep(Duration::from_millis(200));
     let len = d.len();
     stopper.stop();
     thread.join().unwrap().unwrap();
@@ -1202,6 +1257,6 @@ both_transports!(
     started_in_a_thread_that_ends,
     bind_and_serve_in_a_thread,
     bind_here_serve_in_forked_child,
-    unnamed_object_outlives_pool_eviction,
+    object_lifetime_follows_proxies,
     unnamed_object_outlives_a_too_large_reply,
 );

@@ -133,6 +133,7 @@ pub(crate) struct Inner {
     /// The run of the server this client connected to first.
     server_id: u64,
     idle: Mutex<Idle>,
+    home: Mutex<Home>,
 }
 
 impl Inner {
@@ -150,6 +151,11 @@ impl Inner {
                 return Ok(c);
             }
         }
+        self.open_conn()
+    }
+
+    /// A new connection to the same server run.
+    fn open_conn(&self) -> Result<Conn, ManagerError> {
         let conn = Conn::open(&self.address, &self.authkey).map_err(|e| match e {
             // The server was there when this client connected: it is gone now.
             ManagerError::Connect(_, e)
@@ -168,8 +174,7 @@ impl Inner {
 
     pub(crate) fn checkin(&self, conn: Conn) {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        // No cap: a connection closed here could be the last user of an unnamed object
-        // (the pool is as large as the most calls this process ever had in flight).
+        // No cap: the pool is as large as the most calls this process had in flight at once.
         if idle.pid == std::process::id() {
             idle.conns.push(conn);
         }
@@ -192,6 +197,37 @@ impl Inner {
     pub(crate) fn op(&self, id: u64, op: Op) -> Result<Response, ManagerError> {
         self.request(&Request::Call { id, op })
     }
+
+    /// Sends `req` on this process's home connection: the one that holds its references
+    /// to objects (`Create`, `Open`, `Retain`, `Release` go through it, so a reference is
+    /// given back on the connection that took it). It lives as long as the client; if it
+    /// breaks (the server is gone, or hung past a timeout) the server drops its references.
+    pub(crate) fn home_request(&self, req: &Request) -> Result<Response, ManagerError> {
+        let pid = std::process::id();
+        let mut home = self.home.lock().unwrap_or_else(|p| p.into_inner());
+        if home.pid != pid {
+            // A forked child: the connection is the parent's; close our copy of it.
+            home.conn = None;
+            home.pid = pid;
+        }
+        let conn = match &mut home.conn {
+            Some(c) => c,
+            None => home.conn.insert(self.open_conn()?),
+        };
+        let r = conn.call(req);
+        if !keeps_connection(&r) {
+            home.conn = None;
+        }
+        match r? {
+            Response::Err(e) => Err(e.into()),
+            ok => Ok(ok),
+        }
+    }
+}
+
+struct Home {
+    pid: u32,
+    conn: Option<Conn>,
 }
 
 /// A connection to a manager server (Python's `BaseManager` after `connect()`): makes
@@ -243,17 +279,15 @@ pub(crate) fn decode<T: DeserializeOwned>(b: &[u8]) -> Result<T, ManagerError> {
 impl Client {
     /// Connects to the server at `address` and proves the key (one connection is opened
     /// now, so a wrong address or key fails here).
-    pub fn connect(
-        address: impl IntoAddress,
-        authkey: &[u8],
-    ) -> Result<Client, ManagerError> {
+    pub fn connect(address: impl IntoAddress, authkey: &[u8]) -> Result<Client, ManagerError> {
         let address = address.into_address()?;
         let conn = Conn::open(&address, authkey)?;
         let inner = Inner {
             address,
             authkey: authkey.to_vec(),
             server_id: conn.server_id,
-            idle: Mutex::new(Idle { pid: std::process::id(), conns: vec![conn] }),
+            idle: Mutex::new(Idle { pid: std::process::id(), conns: Vec::new() }),
+            home: Mutex::new(Home { pid: std::process::id(), conn: Some(conn) }),
         };
         Ok(Client { inner: Arc::new(inner) })
     }
@@ -271,6 +305,16 @@ impl Client {
     /// One round trip to the server.
     pub fn ping(&self) -> Result<(), ManagerError> {
         self.inner.request(&Request::Ping).map(drop)
+    }
+
+    /// What the server holds now.
+    pub fn server_stats(&self) -> Result<ServerStats, ManagerError> {
+        match self.inner.request(&Request::Stats)? {
+            Response::Stats { objects, named, connections } => {
+                Ok(ServerStats { objects, named, connections })
+            }
+            other => Err(unexpected(other)),
+        }
     }
 
     /// Asks the server to stop: every connection (this client's and others') is closed,
@@ -291,9 +335,14 @@ impl Client {
     }
 
     fn object(&self, kind: ObjectKind, name: Option<&str>, req: &Request) -> Result<ObjRef, ManagerError> {
-        match self.inner.request(req)? {
+        match self.inner.home_request(req)? {
             Response::Object { id, kind: k, .. } if k == kind => {
-                Ok(ObjRef { client: self.clone(), id, kind, name: name.map(str::to_string) })
+                Ok(ObjRef::new(self.clone(), id, kind, name.map(str::to_string)))
+            }
+            // The server made or found it, so it counts our reference: give it back.
+            Response::Object { id, .. } => {
+                let _ = self.inner.home_request(&Request::Release { id });
+                Err(ManagerError::Protocol("reply for an object of another kind".into()))
             }
             other => Err(unexpected(other)),
         }
@@ -405,6 +454,19 @@ fn check_name(n: &str) -> Result<(), ManagerError> {
 
 pub(crate) fn unexpected(r: Response) -> ManagerError {
     ManagerError::Protocol(format!("unexpected reply {r:?}"))
+}
+
+/// Counts of what a server holds ([`Client::server_stats`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ServerStats {
+    /// Objects alive (named or referenced by a proxy somewhere).
+    pub objects: u64,
+    /// Names registered.
+    pub named: u64,
+    /// Connections open (each client has one to hold its references, plus one per call
+    /// it had in flight at once).
+    pub connections: u64,
 }
 
 /// Registered objects: see [`Client::named`].

@@ -82,10 +82,15 @@
 //!   `Ok(false)`: `EventProxy::wait_timeout`, `SemaphoreProxy::acquire_timeout`), never
 //!   before the timeout — and, should the server hang (stopped, not dead), at most 5 s
 //!   after it. Untimed calls wait for the server as long as it lives.
-//! - Unnamed objects live while a connection that made or used them is open; named ones
-//!   until the server stops or [`Client::forget`].
+//! - An unnamed object lives while a proxy of it exists (clones share one reference; the
+//!   last drop gives it back, as Python's proxies do). References are held by each
+//!   process's *home* connection (object creation and release go through it): a client
+//!   that dies, or whose home connection breaks, gives all of its back. A named object
+//!   lives until the server stops, or until [`Client::forget`] and its last proxy.
 //! - A forked child uses its parent's proxies through connections of its own (opened on
-//!   first use), as Python's proxies do. Until that first use (or its exit) it holds copies
+//!   first use, when it also takes its own reference; if the parent dropped its last proxy
+//!   before that, the object is gone: [`ManagerError::NoSuchObject`]), as Python's proxies
+//!   do. Until that first use (or its exit) it holds copies
 //!   of the parent's connections, so the server sees a parent that dies meanwhile only
 //!   when the child lets go of them too.
 //! - The server keeps what it is given: there is a limit per message, not on the total a
@@ -105,7 +110,7 @@ use std::ops::Deref;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-pub use client::{Client, Named};
+pub use client::{Client, Named, ServerStats};
 pub use net::{Address, IntoAddress};
 pub use obj::Obj;
 pub use proto::{FrameError, ObjectKind};
@@ -282,19 +287,13 @@ impl Manager {
     }
 
     /// Runs a server in this thread at `address` until a client asks it to shut down.
-    pub fn serve(
-        address: impl IntoAddress,
-        authkey: &[u8],
-    ) -> Result<(), ManagerError> {
+    pub fn serve(address: impl IntoAddress, authkey: &[u8]) -> Result<(), ManagerError> {
         Manager::builder().address(address).authkey(authkey).serve()
     }
 
     /// Connects to the server at `address` with `authkey` (Python's `BaseManager(address,
     /// authkey).connect()`).
-    pub fn connect(
-        address: impl IntoAddress,
-        authkey: &[u8],
-    ) -> Result<Client, ManagerError> {
+    pub fn connect(address: impl IntoAddress, authkey: &[u8]) -> Result<Client, ManagerError> {
         Client::connect(address, authkey)
     }
 

@@ -221,12 +221,18 @@ pub(crate) enum Request {
     Create { kind: ObjectKind, name: Option<String>, init: Init },
     /// The object registered under `name` (no creation).
     Open { kind: ObjectKind, name: String },
-    /// Drop a name (the object lives on while connections use it).
+    /// Drop a name (the object lives on while references to it are held).
     Forget { name: String },
+    /// One more reference to object `id` for this connection (a forked child's proxy).
+    Retain { id: u64 },
+    /// Give back one reference this connection holds (a proxy dropped).
+    Release { id: u64 },
     /// An operation on object `id`.
     Call { id: u64, op: Op },
     /// Check the server is there.
     Ping,
+    /// Counts of what the server holds.
+    Stats,
     /// Stop the server: every connection is closed.
     Shutdown,
 }
@@ -238,7 +244,9 @@ impl Request {
         let op = match self {
             // Answered at once by a live server; bounded so a hung one cannot hang the caller
             // (`ManagerHandle::shutdown` then kills it).
-            Request::Ping | Request::Shutdown => return Some(std::time::Duration::ZERO),
+            Request::Ping | Request::Stats | Request::Shutdown | Request::Release { .. } => {
+                return Some(std::time::Duration::ZERO)
+            }
             Request::Call { op, .. } => op,
             _ => return None,
         };
@@ -316,6 +324,12 @@ pub(crate) enum Response {
         id: u64,
         kind: ObjectKind,
         created: bool,
+    },
+    /// Objects held, of which named, and connections open.
+    Stats {
+        objects: u64,
+        named: u64,
+        connections: u64,
     },
     /// A lock was acquired; `owner_died`: its previous holder's connection ended while holding it.
     Acquired {

@@ -3,6 +3,7 @@
 use std::borrow::Borrow;
 use std::fmt;
 use std::marker::PhantomData;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
@@ -12,17 +13,60 @@ use super::client::{decode, encode, unexpected, Client, Conn};
 use super::proto::{ObjectKind, Op, Request, Response, Wait};
 use super::ManagerError;
 
-/// A reference to one object of one server.
+/// A reference to one object of one server, shared by a proxy's clones: the server keeps
+/// an unnamed object while references to it exist. The last clone's drop gives it back.
 #[derive(Clone)]
-pub(crate) struct ObjRef {
+pub(crate) struct ObjRef(Arc<Handle>);
+
+pub(crate) struct Handle {
     pub client: Client,
     pub id: u64,
     pub kind: ObjectKind,
     pub name: Option<String>,
+    /// The process whose home connection holds the reference (a forked child takes one of
+    /// its own on first use).
+    holder: Mutex<u32>,
+}
+
+impl std::ops::Deref for ObjRef {
+    type Target = Handle;
+    fn deref(&self) -> &Handle {
+        &self.0
+    }
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        let holder = *self.holder.get_mut().unwrap_or_else(|p| p.into_inner());
+        if holder == std::process::id() {
+            // Failing means the server or our connection to it is gone, and with it the
+            // reference.
+            let _ = self.client.inner.home_request(&Request::Release { id: self.id });
+        }
+    }
 }
 
 impl ObjRef {
+    pub(crate) fn new(client: Client, id: u64, kind: ObjectKind, name: Option<String>) -> ObjRef {
+        ObjRef(Arc::new(Handle { client, id, kind, name, holder: Mutex::new(std::process::id()) }))
+    }
+
+    /// Makes sure this process holds a reference (after a fork, the parent's does not
+    /// count for the child: it takes its own, or finds the object gone).
+    pub(crate) fn hold(&self) -> Result<(), ManagerError> {
+        let pid = std::process::id();
+        let mut holder = self.holder.lock().unwrap_or_else(|p| p.into_inner());
+        if *holder != pid {
+            match self.client.inner.home_request(&Request::Retain { id: self.id })? {
+                Response::Object { .. } => *holder = pid,
+                other => return Err(unexpected(other)),
+            }
+        }
+        Ok(())
+    }
+
     fn op(&self, op: Op) -> Result<Response, ManagerError> {
+        self.hold()?;
         self.client.inner.op(self.id, op)
     }
 
@@ -539,6 +583,7 @@ pub struct LockProxyGuard<'a> {
 
 impl LockProxy {
     fn acquire(&self, wait: Wait) -> Result<LockProxyGuard<'_>, ManagerError> {
+        self.obj.hold()?;
         let inner = &self.obj.client.inner;
         let mut conn = inner.checkout()?;
         match conn.call(&Request::Call { id: self.obj.id, op: Op::LockAcquire(wait) }) {

@@ -71,8 +71,9 @@ struct Object {
 struct Entry {
     obj: Arc<Object>,
     named: bool,
-    /// Connections that made or used the object; an unnamed object is dropped with the last.
-    users: HashSet<u64>,
+    /// References held (by proxies, through their client's connection); an unnamed object
+    /// is dropped when the last goes.
+    refs: u64,
 }
 
 #[derive(Default)]
@@ -282,7 +283,7 @@ impl Server {
                         shared: shared.clone(),
                         id,
                         stream: BufStream::new(stream),
-                        used: HashSet::new(),
+                        refs: HashMap::new(),
                         locks: HashSet::new(),
                     }
                     .run();
@@ -310,8 +311,9 @@ struct Connection {
     shared: Arc<Shared>,
     id: u64,
     stream: BufStream,
-    /// Objects this connection made or used (for the lifetime of unnamed objects).
-    used: HashSet<u64>,
+    /// References this connection holds, per object: given back when it ends (a client
+    /// that dies without releasing them).
+    refs: HashMap<u64, u64>,
     /// Locks this connection holds: released when it ends.
     locks: HashSet<u64>,
 }
@@ -424,7 +426,7 @@ impl Connection {
         obj.cond.notify_all();
     }
 
-    /// Releases what this connection held: its locks, and its use of unnamed objects.
+    /// Releases what this connection held: its locks and its references.
     fn close(self) {
         let mut reg = lock(&self.shared.registry);
         for id in &self.locks {
@@ -440,13 +442,8 @@ impl Connection {
                 e.obj.cond.notify_all();
             }
         }
-        for id in &self.used {
-            if let Some(e) = reg.objects.get_mut(id) {
-                e.users.remove(&self.id);
-                if e.users.is_empty() && !e.named {
-                    reg.objects.remove(id);
-                }
-            }
+        for (&id, &n) in &self.refs {
+            unref(&mut reg, id, n);
         }
         drop(reg);
         self.stream.get_ref().shutdown();
@@ -455,6 +452,15 @@ impl Connection {
     fn handle(&mut self, req: Request) -> Result<(Response, Undo), Stop> {
         let r = match req {
             Request::Ping => Response::Unit,
+            Request::Stats => {
+                let connections = lock(&self.shared.conns).len() as u64;
+                let reg = lock(&self.shared.registry);
+                Response::Stats {
+                    objects: reg.objects.len() as u64,
+                    named: reg.names.len() as u64,
+                    connections,
+                }
+            }
             Request::Shutdown => Response::Unit,
             Request::Create { kind, name, init } => self.create(kind, name, init),
             Request::Open { kind, name } => self.open(kind, &name),
@@ -464,29 +470,43 @@ impl Connection {
                     Some(id) => {
                         if let Some(e) = reg.objects.get_mut(&id) {
                             e.named = false;
-                            if e.users.is_empty() {
-                                reg.objects.remove(&id);
-                            }
                         }
+                        unref(&mut reg, id, 0);
                         Response::Bool(true)
                     }
                     None => Response::Bool(false),
                 }
             }
-            Request::Call { id, op } => {
-                let obj = {
-                    let mut reg = lock(&self.shared.registry);
-                    match reg.objects.get_mut(&id) {
-                        Some(e) => {
-                            e.users.insert(self.id);
-                            e.obj.clone()
-                        }
-                        None => {
-                            return Ok((Response::Err(Remote::NoSuchObject(format!("id {id}"))), Undo::None))
-                        }
+            Request::Retain { id } => {
+                let mut reg = lock(&self.shared.registry);
+                match reg.objects.get_mut(&id) {
+                    Some(e) => {
+                        let kind = e.obj.kind;
+                        take_ref(&mut self.refs, e, id);
+                        Response::Object { id, kind, created: false }
                     }
+                    None => Response::Err(Remote::NoSuchObject(format!("id {id}"))),
+                }
+            }
+            Request::Release { id } => {
+                // Only what this connection holds: a client cannot drop others' references.
+                match self.refs.get_mut(&id) {
+                    Some(n) if *n > 0 => {
+                        *n -= 1;
+                        if *n == 0 {
+                            self.refs.remove(&id);
+                        }
+                        unref(&mut lock(&self.shared.registry), id, 1);
+                        Response::Bool(true)
+                    }
+                    _ => Response::Bool(false),
+                }
+            }
+            Request::Call { id, op } => {
+                let obj = match lock(&self.shared.registry).objects.get(&id) {
+                    Some(e) => e.obj.clone(),
+                    None => return Ok((Response::Err(Remote::NoSuchObject(format!("id {id}"))), Undo::None)),
                 };
-                self.used.insert(id);
                 return self.call(id, &obj, op);
             }
         };
@@ -526,8 +546,7 @@ impl Connection {
                 if e.obj.kind != kind {
                     return Response::Err(Remote::WrongKind { expected: kind, found: e.obj.kind });
                 }
-                e.users.insert(self.id);
-                self.used.insert(id);
+                take_ref(&mut self.refs, e, id);
                 return Response::Object { id, kind, created: false };
             }
         }
@@ -537,11 +556,12 @@ impl Connection {
         reg.next_id += 1;
         let id = reg.next_id;
         let obj = Arc::new(Object { kind, state: Mutex::new(state), cond: Condvar::new() });
-        reg.objects.insert(id, Entry { obj, named: name.is_some(), users: HashSet::from([self.id]) });
+        let mut e = Entry { obj, named: name.is_some(), refs: 0 };
+        take_ref(&mut self.refs, &mut e, id);
+        reg.objects.insert(id, e);
         if let Some(n) = name {
             reg.names.insert(n, id);
         }
-        self.used.insert(id);
         Response::Object { id, kind, created: true }
     }
 
@@ -554,8 +574,7 @@ impl Connection {
         if e.obj.kind != kind {
             return Response::Err(Remote::WrongKind { expected: kind, found: e.obj.kind });
         }
-        e.users.insert(self.id);
-        self.used.insert(id);
+        take_ref(&mut self.refs, e, id);
         Response::Object { id, kind, created: false }
     }
 
@@ -824,6 +843,22 @@ impl Connection {
     }
 }
 
+/// One more reference to `e` (object `id`), held by the connection whose `held` this is.
+fn take_ref(held: &mut HashMap<u64, u64>, e: &mut Entry, id: u64) {
+    e.refs += 1;
+    *held.entry(id).or_default() += 1;
+}
+
+/// Drops `n` references to object `id`; an unnamed object without references goes.
+fn unref(reg: &mut Registry, id: u64, n: u64) {
+    if let Some(e) = reg.objects.get_mut(&id) {
+        e.refs = e.refs.saturating_sub(n);
+        if e.refs == 0 && !e.named {
+            reg.objects.remove(&id);
+        }
+    }
+}
+
 /// The kind an operation applies to (for `WrongKind`).
 fn expected_kind(op: &Op) -> ObjectKind {
     use Op::*;
@@ -851,7 +886,7 @@ enum Stop {
 
 /// Fuzz body: `data` as the byte stream of an authenticated client, served by a real
 /// connection handler over a socket pair (blocking operations do not wait). Must never
-/// panic or hang; when the connection ends, every unnamed object it made is gone. Returns
+/// panic or hang; when the connection ends, every unnamed object it referenced is gone. Returns
 /// how many replies were not errors (how deep the input got).
 #[doc(hidden)]
 pub fn fuzz_session(data: &[u8]) -> usize {
@@ -882,7 +917,7 @@ pub fn fuzz_session(data: &[u8]) -> usize {
         shared: shared.clone(),
         id: 1,
         stream: BufStream::new(Stream::Unix(server)),
-        used: HashSet::new(),
+        refs: HashMap::new(),
         locks: HashSet::new(),
     };
     conn.serve_requests();
@@ -891,7 +926,7 @@ pub fn fuzz_session(data: &[u8]) -> usize {
     let reg = lock(&shared.registry);
     for (id, e) in &reg.objects {
         assert!(e.named, "unnamed object {id} outlived its only connection");
-        assert!(e.users.is_empty(), "object {id} still counts the closed connection");
+        assert_eq!(e.refs, 0, "object {id} still counts the closed connection's references");
     }
     for (name, id) in &reg.names {
         assert!(reg.objects.contains_key(id), "name {name:?} points at a dropped object");
