@@ -183,6 +183,17 @@ impl Inner {
     /// Sends `req` on a pooled connection and returns the response, remote errors turned
     /// into [`ManagerError`]s.
     pub(crate) fn request(&self, req: &Request) -> Result<Response, ManagerError> {
+        // A call that cannot block or time out may use the home connection when no other
+        // thread has it: a client making one call at a time then needs one connection.
+        // (A blocking call there would hold up object creation and releases; one that
+        // timed out would take the client's references down with the connection.)
+        if req.is_quick() {
+            if let Ok(mut home) = self.home.try_lock() {
+                if home.pid == std::process::id() && home.conn.is_some() {
+                    return self.call_home(&mut home, req);
+                }
+            }
+        }
         let mut conn = self.checkout()?;
         let r = conn.call(req);
         if keeps_connection(&r) {
@@ -210,6 +221,10 @@ impl Inner {
             home.conn = None;
             home.pid = pid;
         }
+        self.call_home(&mut home, req)
+    }
+
+    fn call_home(&self, home: &mut Home, req: &Request) -> Result<Response, ManagerError> {
         let conn = match &mut home.conn {
             Some(c) => c,
             None => home.conn.insert(self.open_conn()?),
@@ -320,7 +335,8 @@ impl Client {
     /// Asks the server to stop: every connection (this client's and others') is closed,
     /// blocked calls return [`ManagerError::Disconnected`], and so does every later call.
     pub fn shutdown_server(&self) -> Result<(), ManagerError> {
-        match self.inner.request(&Request::Shutdown) {
+        // On the home connection: no new handshake to wait for if the server hangs.
+        match self.inner.home_request(&Request::Shutdown) {
             Ok(_) | Err(ManagerError::Disconnected) => Ok(()),
             Err(e) => Err(e),
         }

@@ -238,6 +238,27 @@ pub(crate) enum Request {
 }
 
 impl Request {
+    /// Whether the server answers at once (no waiting on the server, no client-side
+    /// timeout that could abandon the connection).
+    pub(crate) fn is_quick(&self) -> bool {
+        match self {
+            Request::Call { op, .. } => match op {
+                Op::QueuePut(_, w)
+                | Op::QueueGet(w)
+                | Op::QueueJoin(w)
+                | Op::LockAcquire(w)
+                | Op::EventWait(w)
+                | Op::SemAcquire(w) => *w == Wait::No,
+                _ => true,
+            },
+            Request::Create { .. }
+            | Request::Open { .. }
+            | Request::Forget { .. }
+            | Request::Retain { .. } => true,
+            Request::Ping | Request::Stats | Request::Shutdown | Request::Release { .. } => false,
+        }
+    }
+
     /// How long the server may take to answer beyond the grace period: the timeout of a
     /// timed blocking call, zero for `Ping` and `Shutdown`; `None`: no limit.
     pub(crate) fn timeout(&self) -> Option<std::time::Duration> {

@@ -599,6 +599,10 @@ impl Connection {
             if !self.shared.config.no_wait && self.stream.get_ref().peer_gone() {
                 return Err(Stop::Hangup);
             }
+            // Nor does a waiter at shutdown (a lock its holder's closing connection released).
+            if self.shared.stopping() {
+                return Err(Stop::ShuttingDown);
+            }
             if let Some(r) = attempt(&mut st) {
                 drop(st);
                 obj.cond.notify_all();
@@ -615,9 +619,6 @@ impl Connection {
                 }
                 _ => SLICE,
             };
-            if self.shared.stopping() {
-                return Err(Stop::ShuttingDown);
-            }
             st = obj.cond.wait_timeout(st, slice).unwrap_or_else(|p| p.into_inner()).0;
         }
     }
