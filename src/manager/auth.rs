@@ -84,6 +84,7 @@ pub(crate) fn serve<S: Read + Write>(
     key: &[u8],
     max_message: usize,
     server_id: u64,
+    admit: impl FnOnce() -> bool,
 ) -> Result<(), HandshakeError> {
     let mut buf = Vec::with_capacity(128);
     let mut nonce = [0u8; 32];
@@ -99,6 +100,10 @@ pub(crate) fn serve<S: Read + Write>(
         // Best effort: the client learns why before the connection closes.
         let _ = proto::write_msg(s, &ServerVerdict::Rejected, HANDSHAKE_MAX, &mut buf);
         return Err(HandshakeError::BadKey);
+    }
+    if !admit() {
+        let _ = proto::write_msg(s, &ServerVerdict::Busy, HANDSHAKE_MAX, &mut buf);
+        return Err(HandshakeError::Busy);
     }
     let id = server_id.to_le_bytes();
     let proof: [u8; 32] = mac(key, &[SERVER_TAG, &answer.nonce, &nonce, &id]).finalize().into_bytes().into();
@@ -141,6 +146,7 @@ pub(crate) fn client<S: Read + Write>(s: &mut S, key: &[u8]) -> Result<(u64, u64
             Ok((max_message, server_id))
         }
         Ok(ServerVerdict::Rejected) => Err(HandshakeError::BadKey),
+        Ok(ServerVerdict::Busy) => Err(HandshakeError::Busy),
         // A server closes right after rejecting; if the verdict got lost, that is still it.
         Err(FrameError::Io(e)) if e.kind() == io::ErrorKind::UnexpectedEof => Err(HandshakeError::BadKey),
         Err(e) => Err(e.into()),
@@ -157,7 +163,7 @@ mod tests {
         client_key: &'static [u8],
     ) -> (Result<(), HandshakeError>, Result<(u64, u64), HandshakeError>) {
         let (mut a, mut b) = UnixStream::pair().unwrap();
-        let t = std::thread::spawn(move || serve(&mut a, server_key, 1234, 77));
+        let t = std::thread::spawn(move || serve(&mut a, server_key, 1234, 77, || true));
         let c = client(&mut b, client_key);
         drop(b);
         (t.join().unwrap(), c)

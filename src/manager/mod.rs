@@ -45,7 +45,8 @@
 //! Every connection proves both ways that its ends know the same key before anything else
 //! (HMAC-SHA256 over random challenges, RustCrypto's `hmac` and `sha2`); a wrong key is
 //! [`ManagerError::AuthenticationFailed`] and no access. The key authenticates; it does not
-//! encrypt: across a network, use a trusted network or a tunnel.
+//! encrypt: across a network, use a trusted network or a tunnel. As with any HMAC key, a
+//! key shorter than 64 bytes is zero-padded, so `b"key"` and `b"key\0"` are the same key.
 //!
 //! # Wire format
 //! Both directions are a sequence of frames: a little-endian `u32` length, then that many
@@ -56,8 +57,9 @@
 //! 2. client: `ClientAnswer { mac: HMAC(key, "shmkit-manager-v1 client answer" ‖ nonce),
 //!    nonce: [u8; 32] }`;
 //! 3. server: `Welcome { mac: HMAC(key, "shmkit-manager-v1 server answer" ‖ client nonce ‖
-//!    server nonce ‖ server_id as 8 LE bytes), max_message, server_id }`, or `Rejected` and the
-//!    connection closes. `server_id` is random per server run: a client whose server
+//!    server nonce ‖ server_id as 8 LE bytes), max_message, server_id }`; or `Rejected` (wrong
+//!    key) or `Busy` (`max_connections` authenticated clients already), and the connection
+//!    closes. `server_id` is random per server run: a client whose server
 //!    restarted at the same address gets `Disconnected` rather than the new server's
 //!    objects under its old ids.
 //!
@@ -70,7 +72,8 @@
 //! reply and closes that connection, nothing else.
 //!
 //! # Failure semantics
-//! - A client that dies (or is SIGKILLed mid-call) only closes its connections: the server
+//! - A client that dies (or is SIGKILLed mid-call) only closes its connections (a request
+//!   it had written in full before it died may still be carried out): the server
 //!   and other clients go on. A lock it held is released, and the next holder's guard says
 //!   [`previous_owner_died`](LockProxyGuard::previous_owner_died). A queue item taken by a
 //!   `get` whose reply could not be written goes back to the front of the queue (an item

@@ -156,6 +156,8 @@ pub(crate) enum ServerVerdict {
     Welcome { mac: [u8; 32], max_message: u64, server_id: u64 },
     /// Wrong key.
     Rejected,
+    /// Right key, but the server has `max_connections` authenticated clients.
+    Busy,
 }
 
 // ---- requests ----

@@ -335,9 +335,25 @@ impl Connection {
         // The whole handshake within HANDSHAKE_TIMEOUT, however slowly the bytes come.
         let _ = self.stream.get_ref().set_timeouts(Some(HANDSHAKE_TIMEOUT));
         self.stream.set_deadline(Some(Instant::now() + HANDSHAKE_TIMEOUT));
-        let passed = auth::serve(&mut self.stream, &self.shared.config.authkey, max, self.shared.server_id);
+        // A slot is taken when the key is proven, under the conns lock (the accept loop
+        // counts there too), so concurrent handshakes cannot overshoot `max_connections`.
+        let shared = self.shared.clone();
+        let mut admitted = false;
+        let admit = || {
+            let conns = lock(&shared.conns);
+            let pending = shared.pending.load(Ordering::Relaxed);
+            if conns.len().saturating_sub(pending) < shared.config.max_connections {
+                shared.pending.fetch_sub(1, Ordering::Relaxed);
+                admitted = true;
+            }
+            admitted
+        };
+        let passed =
+            auth::serve(&mut self.stream, &self.shared.config.authkey, max, self.shared.server_id, admit);
         self.stream.set_deadline(None);
-        self.shared.pending.fetch_sub(1, Ordering::Relaxed);
+        if !admitted {
+            self.shared.pending.fetch_sub(1, Ordering::Relaxed);
+        }
         if passed.is_err() || self.stream.get_ref().set_timeouts(None).is_err() {
             return self.close();
         }
