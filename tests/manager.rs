@@ -989,6 +989,45 @@ fn child_copy_of_lock_guard(t: Transport) {
     assert!(!g2.previous_owner_died());
 }
 
+/// Forks while other threads are mid-call on the same client (its home connection and its
+/// pool in use): each child makes objects and calls through inherited proxies at once.
+/// The client's locks are never held across a call, so no child inherits one locked.
+fn fork_while_threads_are_mid_call(t: Transport) {
+    let _w = watchdog(120);
+    let mgr = start(t);
+    let c = mgr.client().clone();
+    let d = c.dict::<u32, u32>().unwrap();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let busy: Vec<_> = (0..3u32)
+        .map(|k| {
+            let (c, d, stop) = (c.clone(), d.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut i = 0u32;
+                while !stop.load(Ordering::Relaxed) {
+                    d.insert(k, i).unwrap(); // quick calls: on the home connection when free
+                    drop(c.list::<u8>().unwrap()); // create and release: always home
+                    i += 1;
+                }
+            })
+        })
+        .collect();
+    for n in 0..20u32 {
+        let (c2, d2) = (c.clone(), d.clone());
+        let child = fork(move || {
+            d2.insert(100 + n, n).unwrap();
+            let mine = c2.dict::<u32, u32>().unwrap();
+            mine.insert(0u32, n).unwrap();
+            assert_eq!(d2.get(&(100 + n)).unwrap(), Some(n));
+        });
+        join_ok(&child, "child forked mid-call");
+    }
+    stop.store(true, Ordering::Relaxed);
+    for b in busy {
+        b.join().unwrap();
+    }
+    assert_eq!((100..120u32).filter(|k| d.contains_key(k).unwrap()).count(), 20);
+}
+
 /// A forked child dropping its copy of the `ManagerHandle` neither stops the server nor
 /// removes its socket; the parent's handle shuts it down later.
 fn child_drops_copy_of_handle(t: Transport) {
@@ -1258,5 +1297,6 @@ both_transports!(
     bind_and_serve_in_a_thread,
     bind_here_serve_in_forked_child,
     object_lifetime_follows_proxies,
+    fork_while_threads_are_mid_call,
     unnamed_object_outlives_a_too_large_reply,
 );

@@ -2,7 +2,7 @@
 
 use std::fmt;
 use std::io;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -134,6 +134,7 @@ pub(crate) struct Inner {
     server_id: u64,
     idle: Mutex<Idle>,
     home: Mutex<Home>,
+    home_free: Condvar,
 }
 
 impl Inner {
@@ -188,10 +189,8 @@ impl Inner {
         // (A blocking call there would hold up object creation and releases; one that
         // timed out would take the client's references down with the connection.)
         if req.is_quick() {
-            if let Ok(mut home) = self.home.try_lock() {
-                if home.pid == std::process::id() && home.conn.is_some() {
-                    return self.call_home(&mut home, req);
-                }
+            if let Some(r) = self.with_home(false, req) {
+                return r;
             }
         }
         let mut conn = self.checkout()?;
@@ -214,35 +213,72 @@ impl Inner {
     /// given back on the connection that took it). It lives as long as the client; if it
     /// breaks (the server is gone, or hung past a timeout) the server drops its references.
     pub(crate) fn home_request(&self, req: &Request) -> Result<Response, ManagerError> {
+        self.with_home(true, req).expect("waiting for the home connection always gets it")
+    }
+
+    /// One call on the home connection. The mutex is held only to take the connection and
+    /// to put it back, never across the call: a fork while another thread is mid-call must
+    /// not leave the child a mutex locked forever. `wait`: wait for another thread's call
+    /// on it to end (else `None` if it is busy or not open).
+    fn with_home(&self, wait: bool, req: &Request) -> Option<Result<Response, ManagerError>> {
         let pid = std::process::id();
         let mut home = self.home.lock().unwrap_or_else(|p| p.into_inner());
         if home.pid != pid {
-            // A forked child: the connection is the parent's; close our copy of it.
+            // A forked child: the connection, and any call in flight on it, are the parent's
+            // (dropping our copy closes only our descriptor).
             home.conn = None;
+            home.busy = false;
             home.pid = pid;
         }
-        self.call_home(&mut home, req)
-    }
-
-    fn call_home(&self, home: &mut Home, req: &Request) -> Result<Response, ManagerError> {
-        let conn = match &mut home.conn {
+        while home.busy {
+            if !wait {
+                return None;
+            }
+            home = self.home_free.wait(home).unwrap_or_else(|p| p.into_inner());
+        }
+        if !wait && home.conn.is_none() {
+            return None;
+        }
+        home.busy = true;
+        let taken = home.conn.take();
+        drop(home);
+        let mut conn = match taken {
             Some(c) => c,
-            None => home.conn.insert(self.open_conn()?),
+            None => match self.open_conn() {
+                Ok(c) => c,
+                Err(e) => {
+                    self.put_home(None);
+                    return Some(Err(e));
+                }
+            },
         };
         let r = conn.call(req);
-        if !keeps_connection(&r) {
-            home.conn = None;
+        self.put_home(keeps_connection(&r).then_some(conn));
+        Some(match r {
+            Ok(Response::Err(e)) => Err(e.into()),
+            Ok(ok) => Ok(ok),
+            Err(e) => Err(e),
+        })
+    }
+
+    /// Ends a call on the home connection: puts it back (`None`: it broke; the next call
+    /// opens another, and the server has dropped the references the broken one held).
+    fn put_home(&self, conn: Option<Conn>) {
+        let mut home = self.home.lock().unwrap_or_else(|p| p.into_inner());
+        if home.pid == std::process::id() {
+            home.conn = conn;
+            home.busy = false;
         }
-        match r? {
-            Response::Err(e) => Err(e.into()),
-            ok => Ok(ok),
-        }
+        drop(home);
+        self.home_free.notify_all();
     }
 }
 
 struct Home {
     pid: u32,
     conn: Option<Conn>,
+    /// A thread has the connection out for a call.
+    busy: bool,
 }
 
 /// A connection to a manager server (Python's `BaseManager` after `connect()`): makes
@@ -302,7 +338,8 @@ impl Client {
             authkey: authkey.to_vec(),
             server_id: conn.server_id,
             idle: Mutex::new(Idle { pid: std::process::id(), conns: Vec::new() }),
-            home: Mutex::new(Home { pid: std::process::id(), conn: Some(conn) }),
+            home: Mutex::new(Home { pid: std::process::id(), conn: Some(conn), busy: false }),
+            home_free: Condvar::new(),
         };
         Ok(Client { inner: Arc::new(inner) })
     }
