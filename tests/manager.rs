@@ -989,6 +989,26 @@ fn child_copy_of_lock_guard(t: Transport) {
     assert!(!g2.previous_owner_died());
 }
 
+/// The only proxy moved into a forked child's closure: the parent's copy goes right after
+/// the fork, before the child has taken its own reference; its release waits until the
+/// child has ended, so the child finds the object (it found it gone before).
+fn proxy_moved_into_a_child(t: Transport) {
+    let _w = watchdog(60);
+    let mgr = start(t);
+    let base = mgr.server_stats().unwrap().objects;
+    for n in 0..10u32 {
+        let d = mgr.dict::<u32, u32>().unwrap();
+        let child = fork(move || {
+            d.insert(n, n).unwrap();
+            assert_eq!(d.get(&n).unwrap(), Some(n));
+        });
+        join_ok(&child, "child with the only proxy");
+        // Joined: the parent's deferred release ran, and the child's reference went with
+        // its connection (seen by the server a moment later).
+        common::wait_for("the moved dict to go", 20, || mgr.server_stats().unwrap().objects == base);
+    }
+}
+
 /// Forks while other threads are mid-call on the same client (its home connection and its
 /// pool in use): each child makes objects and calls through inherited proxies at once.
 /// The client's locks are never held across a call, so no child inherits one locked.
@@ -1300,5 +1320,6 @@ both_transports!(
     bind_here_serve_in_forked_child,
     object_lifetime_follows_proxies,
     fork_while_threads_are_mid_call,
+    proxy_moved_into_a_child,
     unnamed_object_outlives_a_too_large_reply,
 );

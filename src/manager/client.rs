@@ -1,8 +1,10 @@
 //! The client: authenticated connections to one server, pooled per process.
 
+use std::cell::RefCell;
 use std::fmt;
 use std::io;
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Mutex, Once, RwLock, RwLockWriteGuard};
+use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -16,6 +18,40 @@ use super::proxy::{
 };
 use super::server::{BUF_KEEP, HANDSHAKE_TIMEOUT, MAX_NAME};
 use super::ManagerError;
+
+/// Held for reading around every use of a client's mutexes (none is held across a call);
+/// a fork takes it for writing first (`pthread_atfork`), so a child never inherits one of
+/// them locked by a thread it does not have.
+static FORK_GUARD: RwLock<()> = RwLock::new(());
+
+thread_local! {
+    static FORK_HELD: RefCell<Option<RwLockWriteGuard<'static, ()>>> = const { RefCell::new(None) };
+}
+
+extern "C" fn before_fork() {
+    let g = FORK_GUARD.write().unwrap_or_else(|p| p.into_inner());
+    FORK_HELD.with(|h| *h.borrow_mut() = Some(g));
+}
+
+extern "C" fn after_fork() {
+    // In the parent and in the child alike (the child's only thread is the forking one).
+    FORK_HELD.with(|h| drop(h.borrow_mut().take()));
+}
+
+fn register_fork_guard() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: the handlers are plain functions that only take and drop the guard.
+        unsafe { libc::pthread_atfork(Some(before_fork), Some(after_fork), Some(after_fork)) };
+    });
+}
+
+/// Runs `f` (a short section under one of the client's mutexes; it must not nest another
+/// `fork_safe` nor fork) with the fork guard held.
+fn fork_safe<R>(f: impl FnOnce() -> R) -> R {
+    let _g = FORK_GUARD.read().unwrap_or_else(|p| p.into_inner());
+    f()
+}
 
 /// One authenticated connection.
 pub(crate) struct Conn {
@@ -134,7 +170,6 @@ pub(crate) struct Inner {
     server_id: u64,
     idle: Mutex<Idle>,
     home: Mutex<Home>,
-    home_free: Condvar,
 }
 
 impl Inner {
@@ -142,17 +177,18 @@ impl Inner {
     /// `fork` are the parent's: a child never uses them (it closes its copies).
     pub(crate) fn checkout(&self) -> Result<Conn, ManagerError> {
         let pid = std::process::id();
-        {
+        let pooled = fork_safe(|| {
             let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
             if idle.pid != pid {
                 idle.conns.clear();
                 idle.pid = pid;
             }
-            if let Some(c) = idle.conns.pop() {
-                return Ok(c);
-            }
+            idle.conns.pop()
+        });
+        match pooled {
+            Some(c) => Ok(c),
+            None => self.open_conn(),
         }
-        self.open_conn()
     }
 
     /// A new connection to the same server run.
@@ -174,11 +210,13 @@ impl Inner {
     }
 
     pub(crate) fn checkin(&self, conn: Conn) {
-        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        // No cap: the pool is as large as the most calls this process had in flight at once.
-        if idle.pid == std::process::id() {
-            idle.conns.push(conn);
-        }
+        fork_safe(|| {
+            let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+            // No cap: the pool is as large as the most calls this process had in flight.
+            if idle.pid == std::process::id() {
+                idle.conns.push(conn);
+            }
+        })
     }
 
     /// Sends `req` on a pooled connection and returns the response, remote errors turned
@@ -189,7 +227,7 @@ impl Inner {
         // (A blocking call there would hold up object creation and releases; one that
         // timed out would take the client's references down with the connection.)
         if req.is_quick() {
-            if let Some(r) = self.with_home(false, req) {
+            if let Some(r) = self.with_home(HomeUse::IfFree, req) {
                 return r;
             }
         }
@@ -213,35 +251,54 @@ impl Inner {
     /// given back on the connection that took it). It lives as long as the client; if it
     /// breaks (the server is gone, or hung past a timeout) the server drops its references.
     pub(crate) fn home_request(&self, req: &Request) -> Result<Response, ManagerError> {
-        self.with_home(true, req).expect("waiting for the home connection always gets it")
+        self.with_home(HomeUse::Wait, req).expect("waiting for the home connection always gets it")
+    }
+
+    /// Gives back a reference, if the home connection that holds it is still open (a
+    /// broken one took its references with it; opening another just to release would
+    /// only wait on a server that is gone or hung).
+    pub(crate) fn release(&self, id: u64) {
+        let _ = self.with_home(HomeUse::WaitIfOpen, &Request::Release { id });
     }
 
     /// One call on the home connection. The mutex is held only to take the connection and
     /// to put it back, never across the call: a fork while another thread is mid-call must
-    /// not leave the child a mutex locked forever. `wait`: wait for another thread's call
-    /// on it to end (else `None` if it is busy or not open).
-    fn with_home(&self, wait: bool, req: &Request) -> Option<Result<Response, ManagerError>> {
+    /// not leave the child a mutex locked forever. `None` when `mode` says not to wait or
+    /// not to open.
+    fn with_home(&self, mode: HomeUse, req: &Request) -> Option<Result<Response, ManagerError>> {
         let pid = std::process::id();
-        let mut home = self.home.lock().unwrap_or_else(|p| p.into_inner());
-        if home.pid != pid {
-            // A forked child: the connection, and any call in flight on it, are the parent's
-            // (dropping our copy closes only our descriptor).
-            home.conn = None;
-            home.busy = false;
-            home.pid = pid;
-        }
-        while home.busy {
-            if !wait {
-                return None;
+        let mut nap = Duration::from_micros(20);
+        let taken = loop {
+            let got = fork_safe(|| {
+                let mut home = self.home.lock().unwrap_or_else(|p| p.into_inner());
+                if home.pid != pid {
+                    // A forked child: the connection, and any call in flight on it, are the
+                    // parent's (dropping our copy closes only our descriptor).
+                    home.conn = None;
+                    home.busy = false;
+                    home.pid = pid;
+                }
+                if home.busy {
+                    return None;
+                }
+                home.busy = true;
+                Some(home.conn.take())
+            });
+            match got {
+                Some(taken) => break taken,
+                None if mode == HomeUse::IfFree => return None,
+                // Another thread's call (answered at once, or within its timeout): nap
+                // outside every lock, so a fork meanwhile is not held up by this wait.
+                None => {
+                    std::thread::sleep(nap);
+                    nap = (nap * 2).min(Duration::from_millis(5));
+                }
             }
-            home = self.home_free.wait(home).unwrap_or_else(|p| p.into_inner());
-        }
-        if !wait && home.conn.is_none() {
+        };
+        if mode != HomeUse::Wait && taken.is_none() {
+            self.put_home(None);
             return None;
         }
-        home.busy = true;
-        let taken = home.conn.take();
-        drop(home);
         let mut conn = match taken {
             Some(c) => c,
             None => match self.open_conn() {
@@ -264,14 +321,25 @@ impl Inner {
     /// Ends a call on the home connection: puts it back (`None`: it broke; the next call
     /// opens another, and the server has dropped the references the broken one held).
     fn put_home(&self, conn: Option<Conn>) {
-        let mut home = self.home.lock().unwrap_or_else(|p| p.into_inner());
-        if home.pid == std::process::id() {
-            home.conn = conn;
-            home.busy = false;
-        }
-        drop(home);
-        self.home_free.notify_all();
+        fork_safe(|| {
+            let mut home = self.home.lock().unwrap_or_else(|p| p.into_inner());
+            if home.pid == std::process::id() {
+                home.conn = conn;
+                home.busy = false;
+            }
+        })
     }
+}
+
+/// How a call takes the home connection.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum HomeUse {
+    /// Only if no other call has it and it is open.
+    IfFree,
+    /// Wait for it; open it if it is not.
+    Wait,
+    /// Wait for it; nothing if it is not open.
+    WaitIfOpen,
 }
 
 struct Home {
@@ -332,6 +400,7 @@ impl Client {
     /// now, so a wrong address or key fails here).
     pub fn connect(address: impl IntoAddress, authkey: &[u8]) -> Result<Client, ManagerError> {
         let address = address.into_address()?;
+        register_fork_guard();
         let conn = Conn::open(&address, authkey)?;
         let inner = Inner {
             address,
@@ -339,7 +408,6 @@ impl Client {
             server_id: conn.server_id,
             idle: Mutex::new(Idle { pid: std::process::id(), conns: Vec::new() }),
             home: Mutex::new(Home { pid: std::process::id(), conn: Some(conn), busy: false }),
-            home_free: Condvar::new(),
         };
         Ok(Client { inner: Arc::new(inner) })
     }
@@ -394,7 +462,7 @@ impl Client {
             }
             // The server made or found it, so it counts our reference: give it back.
             Response::Object { id, .. } => {
-                let _ = self.inner.home_request(&Request::Release { id });
+                self.inner.release(id);
                 Err(ManagerError::Protocol("reply for an object of another kind".into()))
             }
             other => Err(unexpected(other)),

@@ -360,7 +360,10 @@ impl ManagerBuilder {
     }
 
     /// The most authenticated connections open at once (default 1024, at least 1); one more
-    /// is told [`ManagerError::Busy`]. Up to 64 more may be in the handshake (10 s at most
+    /// is told [`ManagerError::Busy`]. A client uses one connection for its references and
+    /// quick calls, plus one for each blocking or timed call (`get`, `lock`, `wait`, `ping`,
+    /// ...) and each call made while another thread has the first: count two or more per
+    /// client process. Up to 64 more may be in the handshake (10 s at most
     /// each); past that, new ones are told `Busy` too.
     pub fn max_connections(mut self, n: usize) -> Self {
         self.max_connections = n.max(1);

@@ -3,7 +3,9 @@
 use std::borrow::Borrow;
 use std::fmt;
 use std::marker::PhantomData;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use crate::primitive::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
@@ -25,7 +27,7 @@ pub(crate) struct Handle {
     pub name: Option<String>,
     /// The process whose home connection holds the reference (a forked child takes one of
     /// its own on first use).
-    holder: Mutex<u32>,
+    holder: AtomicU32,
 }
 
 impl std::ops::Deref for ObjRef {
@@ -37,28 +39,40 @@ impl std::ops::Deref for ObjRef {
 
 impl Drop for Handle {
     fn drop(&mut self) {
-        let holder = *self.holder.get_mut().unwrap_or_else(|p| p.into_inner());
-        if holder == std::process::id() {
+        if *self.holder.get_mut() == std::process::id() {
+            let (client, id) = (self.client.clone(), self.id);
             // Failing means the server or our connection to it is gone, and with it the
             // reference.
-            let _ = self.client.inner.home_request(&Request::Release { id: self.id });
+            let release: Box<dyn FnOnce() + Send> = Box::new(move || client.inner.release(id));
+            // Moved into a forked child's closure, this is the parent's copy going right
+            // after the fork: the child has not taken its own reference yet, so release
+            // once it has ended.
+            if let Err(release) = crate::process::defer_until_child_exits(release) {
+                release();
+            }
         }
     }
 }
 
 impl ObjRef {
     pub(crate) fn new(client: Client, id: u64, kind: ObjectKind, name: Option<String>) -> ObjRef {
-        ObjRef(Arc::new(Handle { client, id, kind, name, holder: Mutex::new(std::process::id()) }))
+        ObjRef(Arc::new(Handle { client, id, kind, name, holder: AtomicU32::new(std::process::id()) }))
     }
 
     /// Makes sure this process holds a reference (after a fork, the parent's does not
     /// count for the child: it takes its own, or finds the object gone).
     pub(crate) fn hold(&self) -> Result<(), ManagerError> {
+        // An atomic, not a mutex: a fork must not copy it locked. Relaxed: it only guards
+        // this process's own reference count on the server (the calls order the rest).
         let pid = std::process::id();
-        let mut holder = self.holder.lock().unwrap_or_else(|p| p.into_inner());
-        if *holder != pid {
+        if self.holder.load(Ordering::Relaxed) != pid {
             match self.client.inner.home_request(&Request::Retain { id: self.id })? {
-                Response::Object { .. } => *holder = pid,
+                Response::Object { .. } => {
+                    // Two threads of the child raced to take it: one reference is enough.
+                    if self.holder.swap(pid, Ordering::Relaxed) == pid {
+                        self.client.inner.release(self.id);
+                    }
+                }
                 other => return Err(unexpected(other)),
             }
         }

@@ -293,7 +293,8 @@ impl Server {
                 Ok(t) => threads.push(t),
                 Err(_) => {
                     // No thread for it: the connection closes (its stream clone too).
-                    lock(&self.shared.conns).remove(&id);
+                    let mut conns = lock(&self.shared.conns);
+                    conns.remove(&id);
                     self.shared.pending.fetch_sub(1, Ordering::Relaxed);
                 }
             }
@@ -352,6 +353,9 @@ impl Connection {
             auth::serve(&mut self.stream, &self.shared.config.authkey, max, self.shared.server_id, admit);
         self.stream.set_deadline(None);
         if !admitted {
+            // Leaves both counts at once, so it never looks like an authenticated client.
+            let mut conns = lock(&self.shared.conns);
+            conns.remove(&self.id);
             self.shared.pending.fetch_sub(1, Ordering::Relaxed);
         }
         if passed.is_err() || self.stream.get_ref().set_timeouts(None).is_err() {

@@ -27,6 +27,8 @@ pub(crate) mod spawn;
 mod wire;
 
 pub use pool::{AsyncResult, IMap, IMapUnordered, Pool, PoolBuilder, PoolError};
+#[cfg(feature = "manager")]
+pub(crate) use process::defer_until_child_exits;
 pub use process::{set_spawn_args, Process, ProcessBuilder, ProcessError, StartMethod, EXIT_UNKNOWN};
 pub use spawn::init;
 #[doc(hidden)]

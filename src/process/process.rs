@@ -309,8 +309,12 @@ impl Process {
             }
         }
         drop(wr);
-        drop(run);
+        // The parent's copy of the target goes now; what its drop asks to defer (a manager
+        // proxy's release: the child may not have taken its own reference yet) waits until
+        // the child is reaped.
+        let after_exit = collect_deferred(|| drop(run));
         let state = Arc::new(ChildState::new(pid, name, self.daemon, rd));
+        state.status().after_exit = after_exit;
         reg.push_child(state.clone());
         ensure_exit_handler();
         Ok(state)
@@ -598,6 +602,34 @@ pub(crate) fn set_parent_death_signal(parent: u32) {
     }
 }
 
+type Deferred = Box<dyn FnOnce() + Send>;
+
+thread_local! {
+    /// Set while the parent drops a just-forked child's target: see [`defer_until_child_exits`].
+    static DEFERRING: std::cell::RefCell<Option<Vec<Deferred>>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Runs `drop_target`, collecting what [`defer_until_child_exits`] is handed meanwhile.
+fn collect_deferred(drop_target: impl FnOnce()) -> Vec<Deferred> {
+    DEFERRING.with(|d| *d.borrow_mut() = Some(Vec::new()));
+    drop_target();
+    DEFERRING.with(|d| d.borrow_mut().take()).unwrap_or_default()
+}
+
+/// Called from a `Drop` that may run as the parent drops its copy of a just-forked child's
+/// target: then `f` is kept and run once that child has ended (when it is reaped), and this
+/// returns `Ok`; otherwise `Err(f)`, for the caller to run now. A manager proxy moved into a
+/// child's closure releases its reference this way, after the child has taken its own.
+pub(crate) fn defer_until_child_exits(f: Deferred) -> Result<(), Deferred> {
+    DEFERRING.with(|d| match d.borrow_mut().as_mut() {
+        Some(list) => {
+            list.push(f);
+            Ok(())
+        }
+        None => Err(f),
+    })
+}
+
 /// A started child, shared by its [`Process`] handle and the registry.
 pub(crate) struct ChildState {
     pid: libc::pid_t,
@@ -614,6 +646,8 @@ struct ChildStatus {
     lost: bool,
     report: Option<OwnedFd>,
     panic: Option<String>,
+    /// Run once the child has ended (see [`defer_until_child_exits`]).
+    after_exit: Vec<Deferred>,
 }
 
 impl ChildState {
@@ -623,7 +657,13 @@ impl ChildState {
             name,
             daemon,
             pidfd: pidfd_open(pid),
-            status: Mutex::new(ChildStatus { exit: None, lost: false, report: Some(report), panic: None }),
+            status: Mutex::new(ChildStatus {
+                exit: None,
+                lost: false,
+                report: Some(report),
+                panic: None,
+                after_exit: Vec::new(),
+            }),
         }
     }
 
@@ -654,6 +694,9 @@ impl ChildState {
                 match e.raw_os_error() {
                     Some(libc::ECHILD) => {
                         st.lost = true;
+                        let after = std::mem::take(&mut st.after_exit);
+                        drop(st);
+                        after.into_iter().for_each(|f| f());
                         Err(ProcessError::ReapedElsewhere)
                     }
                     Some(libc::EINTR) => Ok(None),
@@ -669,6 +712,9 @@ impl ChildState {
                         st.panic = Some(msg);
                     }
                 }
+                let after = std::mem::take(&mut st.after_exit);
+                drop(st);
+                after.into_iter().for_each(|f| f());
                 Ok(Some(code))
             }
         }
