@@ -50,42 +50,11 @@ use std::collections::BTreeMap;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
 use shmkit::manager::{Manager, ManagerError};
 
-/// The environment variable holding the key; the demo key when it is unset.
-const KEY_ENV: &str = "SHMKIT_AUTHKEY";
-const DEMO_KEY: &str = "shmkit-demo-key";
-
-// The two message types; distributed_worker.rs has the same ones (postcard encodes fields
-// by position, so the two copies must stay identical).
-
-/// What the master puts on `tasks`.
-#[derive(Serialize, Deserialize, Debug)]
-enum Task {
-    /// Count the Collatz steps of `n` down to 1.
-    Work { id: u32, n: u64 },
-    /// No more work for you: stop.
-    Stop,
-}
-
-/// What a worker puts on `results`.
-#[derive(Serialize, Deserialize, Debug)]
-struct Done {
-    id: u32,
-    n: u64,
-    steps: u32,
-    worker: String,
-}
-
-fn collatz_steps(mut n: u64) -> u32 {
-    let mut steps = 0;
-    while n > 1 {
-        n = if n % 2 == 0 { n / 2 } else { 3 * n + 1 };
-        steps += 1;
-    }
-    steps
-}
+#[path = "distributed/shared.rs"]
+mod shared;
+use shared::{collatz_steps, Done, Task, DEMO_KEY, KEY_ENV};
 
 struct Args {
     address: String,
