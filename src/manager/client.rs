@@ -6,6 +6,8 @@ use std::io;
 use std::sync::{Arc, Mutex, Once, RwLock, RwLockWriteGuard};
 use std::time::Duration;
 
+use crate::primitive::atomic::{AtomicU32, Ordering};
+
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -33,16 +35,40 @@ extern "C" fn before_fork() {
     FORK_HELD.with(|h| *h.borrow_mut() = Some(g));
 }
 
-extern "C" fn after_fork() {
-    // In the parent and in the child alike (the child's only thread is the forking one).
+extern "C" fn after_fork_parent() {
     FORK_HELD.with(|h| drop(h.borrow_mut().take()));
+}
+
+extern "C" fn after_fork_child() {
+    // SAFETY: getpid has no preconditions.
+    PID.store(unsafe { libc::getpid() } as u32, Ordering::Relaxed);
+    // The child's only thread is the forking one: it holds the guard, and lets go.
+    FORK_HELD.with(|h| drop(h.borrow_mut().take()));
+}
+
+/// This process's pid, kept by the fork handler: every call checks it (a forked child
+/// must not use its parent's connections), and `getpid` is a syscall each time (it cost a
+/// dict insert ~3 µs of ~14). Forks go through `fork(2)` (libc runs the handlers); a raw
+/// `clone` that runs Rust code in the child without exec would keep the parent's value.
+static PID: AtomicU32 = AtomicU32::new(0);
+
+/// This process's pid (see [`PID`]).
+pub(crate) fn current_pid() -> u32 {
+    // Relaxed: the value is this process's own, written before any thread of it reads it
+    // (at registration, or by the child handler before the child runs anything else).
+    match PID.load(Ordering::Relaxed) {
+        0 => std::process::id(),
+        pid => pid,
+    }
 }
 
 fn register_fork_guard() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
-        // SAFETY: the handlers are plain functions that only take and drop the guard.
-        unsafe { libc::pthread_atfork(Some(before_fork), Some(after_fork), Some(after_fork)) };
+        PID.store(std::process::id(), Ordering::Relaxed);
+        // SAFETY: the handlers are plain functions that take and drop the guard and store
+        // the pid.
+        unsafe { libc::pthread_atfork(Some(before_fork), Some(after_fork_parent), Some(after_fork_child)) };
     });
 }
 
@@ -176,7 +202,7 @@ impl Inner {
     /// An idle connection of this process, or a new one. Connections inherited through
     /// `fork` are the parent's: a child never uses them (it closes its copies).
     pub(crate) fn checkout(&self) -> Result<Conn, ManagerError> {
-        let pid = std::process::id();
+        let pid = current_pid();
         let pooled = fork_safe(|| {
             let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
             if idle.pid != pid {
@@ -213,7 +239,7 @@ impl Inner {
         fork_safe(|| {
             let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
             // No cap: the pool is as large as the most calls this process had in flight.
-            if idle.pid == std::process::id() {
+            if idle.pid == current_pid() {
                 idle.conns.push(conn);
             }
         })
@@ -266,7 +292,7 @@ impl Inner {
     /// not leave the child a mutex locked forever. `None` when `mode` says not to wait or
     /// not to open.
     fn with_home(&self, mode: HomeUse, req: &Request) -> Option<Result<Response, ManagerError>> {
-        let pid = std::process::id();
+        let pid = current_pid();
         let mut nap = Duration::from_micros(20);
         let taken = loop {
             let got = fork_safe(|| {
@@ -323,7 +349,7 @@ impl Inner {
     fn put_home(&self, conn: Option<Conn>) {
         fork_safe(|| {
             let mut home = self.home.lock().unwrap_or_else(|p| p.into_inner());
-            if home.pid == std::process::id() {
+            if home.pid == current_pid() {
                 home.conn = conn;
                 home.busy = false;
             }
@@ -406,8 +432,8 @@ impl Client {
             address,
             authkey: authkey.to_vec(),
             server_id: conn.server_id,
-            idle: Mutex::new(Idle { pid: std::process::id(), conns: Vec::new() }),
-            home: Mutex::new(Home { pid: std::process::id(), conn: Some(conn), busy: false }),
+            idle: Mutex::new(Idle { pid: current_pid(), conns: Vec::new() }),
+            home: Mutex::new(Home { pid: current_pid(), conn: Some(conn), busy: false }),
         };
         Ok(Client { inner: Arc::new(inner) })
     }

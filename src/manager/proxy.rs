@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::client::{decode, encode, unexpected, Client, Conn};
+use super::client::{current_pid, decode, encode, unexpected, Client, Conn};
 use super::proto::{ObjectKind, Op, Request, Response, Wait};
 use super::ManagerError;
 
@@ -39,7 +39,7 @@ impl std::ops::Deref for ObjRef {
 
 impl Drop for Handle {
     fn drop(&mut self) {
-        if *self.holder.get_mut() == std::process::id() {
+        if *self.holder.get_mut() == current_pid() {
             let (client, id) = (self.client.clone(), self.id);
             // Failing means the server or our connection to it is gone, and with it the
             // reference.
@@ -56,7 +56,7 @@ impl Drop for Handle {
 
 impl ObjRef {
     pub(crate) fn new(client: Client, id: u64, kind: ObjectKind, name: Option<String>) -> ObjRef {
-        ObjRef(Arc::new(Handle { client, id, kind, name, holder: AtomicU32::new(std::process::id()) }))
+        ObjRef(Arc::new(Handle { client, id, kind, name, holder: AtomicU32::new(current_pid()) }))
     }
 
     /// Makes sure this process holds a reference (after a fork, the parent's does not
@@ -64,7 +64,7 @@ impl ObjRef {
     pub(crate) fn hold(&self) -> Result<(), ManagerError> {
         // An atomic, not a mutex: a fork must not copy it locked. Relaxed: it only guards
         // this process's own reference count on the server (the calls order the rest).
-        let pid = std::process::id();
+        let pid = current_pid();
         if self.holder.load(Ordering::Relaxed) != pid {
             match self.client.inner.home_request(&Request::Retain { id: self.id })? {
                 Response::Object { .. } => {
@@ -602,7 +602,7 @@ impl LockProxy {
         let mut conn = inner.checkout()?;
         match conn.call(&Request::Call { id: self.obj.id, op: Op::LockAcquire(wait) }) {
             Ok(Response::Acquired { owner_died }) => {
-                Ok(LockProxyGuard { lock: self, conn: Some(conn), pid: std::process::id(), owner_died })
+                Ok(LockProxyGuard { lock: self, conn: Some(conn), pid: current_pid(), owner_died })
             }
             Ok(Response::Err(e)) => {
                 if !e.closes_connection() {
@@ -653,7 +653,7 @@ impl LockProxyGuard<'_> {
         let inner = &self.lock.obj.client.inner;
         // A guard carried into a forked child holds the parent's connection: only the
         // parent may use it. The child just closes its copy of the socket.
-        if self.pid != std::process::id() {
+        if self.pid != current_pid() {
             return Ok(());
         }
         match conn.call(&Request::Call { id: self.lock.obj.id, op: Op::LockRelease }) {
