@@ -244,15 +244,7 @@ impl Request {
     /// timeout that could abandon the connection).
     pub(crate) fn is_quick(&self) -> bool {
         match self {
-            Request::Call { op, .. } => match op {
-                Op::QueuePut(_, w)
-                | Op::QueueGet(w)
-                | Op::QueueJoin(w)
-                | Op::LockAcquire(w)
-                | Op::EventWait(w)
-                | Op::SemAcquire(w) => *w == Wait::No,
-                _ => true,
-            },
+            Request::Call { op, .. } => op.wait().is_none_or(|w| w == Wait::No),
             Request::Create { .. }
             | Request::Open { .. }
             | Request::Forget { .. }
@@ -273,16 +265,23 @@ impl Request {
             Request::Call { op, .. } => op,
             _ => return None,
         };
-        match op {
+        match op.wait() {
+            Some(Wait::Micros(us)) => Some(std::time::Duration::from_micros(us)),
+            _ => None,
+        }
+    }
+}
+
+impl Op {
+    /// How long a blocking operation may wait; `None` for the others.
+    pub(crate) fn wait(&self) -> Option<Wait> {
+        match self {
             Op::QueuePut(_, w)
             | Op::QueueGet(w)
             | Op::QueueJoin(w)
             | Op::LockAcquire(w)
             | Op::EventWait(w)
-            | Op::SemAcquire(w) => match w {
-                Wait::Micros(us) => Some(std::time::Duration::from_micros(*us)),
-                _ => None,
-            },
+            | Op::SemAcquire(w) => Some(*w),
             _ => None,
         }
     }

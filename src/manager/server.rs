@@ -644,15 +644,18 @@ impl Connection {
     }
 
     fn call(&mut self, id: u64, obj: &Arc<Object>, op: Op) -> Result<(Response, Undo), Stop> {
-        let wrong =
-            |expected| Ok((Response::Err(Remote::WrongKind { expected, found: obj.kind }), Undo::None));
+        // One kind check for every operation (a joinable queue is a queue too), so the
+        // arms below only see state of their kind.
+        let expected = expected_kind(&op);
+        let fits =
+            expected == obj.kind || (expected == ObjectKind::Queue && obj.kind == ObjectKind::JoinableQueue);
+        if !fits {
+            return Ok((Response::Err(Remote::WrongKind { expected, found: obj.kind }), Undo::None));
+        }
         let ok = |r| Ok((r, Undo::None));
         use Op::*;
         match op {
             QueuePut(item, wait) => {
-                if !matches!(obj.kind, ObjectKind::Queue | ObjectKind::JoinableQueue) {
-                    return wrong(ObjectKind::Queue);
-                }
                 let joinable = obj.kind == ObjectKind::JoinableQueue;
                 let mut item = Some(item);
                 let r = self.block(obj, wait, Remote::Full, |st| match st {
@@ -670,9 +673,6 @@ impl Connection {
                 return ok(r.map_or_else(Response::Err, |()| Response::Unit));
             }
             QueueGet(wait) => {
-                if !matches!(obj.kind, ObjectKind::Queue | ObjectKind::JoinableQueue) {
-                    return wrong(ObjectKind::Queue);
-                }
                 let r = self.block(obj, wait, Remote::Empty, |st| match st {
                     State::Queue { items, .. } => items.pop_front(),
                     _ => None,
@@ -683,9 +683,6 @@ impl Connection {
                 });
             }
             QueueJoin(wait) => {
-                if obj.kind != ObjectKind::JoinableQueue {
-                    return wrong(ObjectKind::JoinableQueue);
-                }
                 let r = self.block(obj, wait, Remote::Timeout, |st| match st {
                     State::Queue { unfinished: 0, .. } => Some(()),
                     _ => None,
@@ -693,9 +690,6 @@ impl Connection {
                 return ok(r.map_or_else(Response::Err, |()| Response::Unit));
             }
             LockAcquire(wait) => {
-                if obj.kind != ObjectKind::Lock {
-                    return wrong(ObjectKind::Lock);
-                }
                 let me = self.id;
                 let r = self.block(obj, wait, Remote::WouldBlock, |st| match st {
                     State::Lock { owner: owner @ None, owner_died } => {
@@ -713,17 +707,11 @@ impl Connection {
                 });
             }
             EventWait(wait) => {
-                if obj.kind != ObjectKind::Event {
-                    return wrong(ObjectKind::Event);
-                }
                 let r = self
                     .block(obj, wait, Remote::Timeout, |st| matches!(st, State::Event(true)).then_some(()))?;
                 return ok(Response::Bool(r.is_ok()));
             }
             SemAcquire(wait) => {
-                if obj.kind != ObjectKind::Semaphore {
-                    return wrong(ObjectKind::Semaphore);
-                }
                 let r = self.block(obj, wait, Remote::WouldBlock, |st| match st {
                     State::Semaphore { value, .. } if *value > 0 => {
                         *value -= 1;
@@ -803,7 +791,7 @@ impl Connection {
                 Response::Unit
             }
             (State::Queue { items, .. }, QueueLen) => Response::Len(items.len() as u64),
-            (State::Queue { unfinished, .. }, TaskDone) if obj.kind == ObjectKind::JoinableQueue => {
+            (State::Queue { unfinished, .. }, TaskDone) => {
                 if *unfinished == 0 {
                     Response::Err(Remote::TaskDoneTooMany)
                 } else {
@@ -811,9 +799,7 @@ impl Connection {
                     Response::Unit
                 }
             }
-            (State::Queue { unfinished, .. }, Unfinished) if obj.kind == ObjectKind::JoinableQueue => {
-                Response::Len(*unfinished)
-            }
+            (State::Queue { unfinished, .. }, Unfinished) => Response::Len(*unfinished),
             (State::Value(v), ValueGet) => Response::Item(Some(v.clone())),
             (State::Value(v), ValueSet(n)) => {
                 *v = n;
@@ -851,9 +837,10 @@ impl Connection {
                 }
             }
             (State::Semaphore { value, .. }, SemValue) => Response::Len(*value),
-            (_, op) => {
+            // Not reached: an object's state is of its kind, checked above.
+            _ => {
                 drop(st);
-                return wrong(expected_kind(&op));
+                return Ok((Response::Err(Remote::WrongKind { expected, found: obj.kind }), Undo::None));
             }
         };
         drop(st);
